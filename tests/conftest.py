@@ -1,0 +1,22 @@
+"""Project-wide test settings: offscreen Qt, few threads, deterministic torch."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kather2016")
+
+
+@pytest.fixture(scope="session")
+def kather_dir():
+    """The lossless Kather 2016 tiles in ../shared, or skip where they are absent."""
+    path = os.path.abspath(SHARED_DATA)
+    if not os.path.isdir(os.path.join(path, "tiles")):
+        pytest.skip(f"Kather 2016 data not found at {path} (present in CI and dev checkouts)")
+    return path
