@@ -1,0 +1,41 @@
+"""The one image preprocessing used by training and inference alike."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from histoviewer.model.info import ModelInfo
+
+
+def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = True) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) -> float32 (N, 3, S, S) ready for the network.
+
+    ``S = info.input_size``. Runs on the device ``batch`` is on (move it there first:
+    uint8 is a quarter of the bytes of float32). Images are resized with antialiased
+    bilinear interpolation (the recipe's PIL ``Resize`` when upscaling 150 -> 224, and
+    correct when downscaling larger patches), scaled to [0, 1] and normalised with
+    ``info.mean`` / ``info.std``. Non-square images are stretched to S x S. With
+    ``channels_last`` the result uses the channels-last memory format (faster
+    convolutions on GPUs and recent CPUs); its values and shape are the same.
+    """
+    if batch.dtype != torch.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(
+            f"preprocess expects uint8 images of shape (N, H, W, 3), got {batch.dtype} "
+            f"{tuple(batch.shape)}"
+        )
+    size = info.input_size
+    # (x / 255 - mean) / std folded into one multiply-add; this is linear, so doing it
+    # before the (linear, weights summing to one) resize gives the same result on the
+    # smaller of the two images when upscaling.
+    mean = torch.tensor(info.mean, dtype=torch.float32, device=batch.device)
+    std = torch.tensor(info.std, dtype=torch.float32, device=batch.device)
+    scale, shift = 1.0 / (255.0 * std), -mean / std
+    x = batch.to(torch.float32) * scale + shift  # still NHWC
+    x = x.permute(0, 3, 1, 2)  # NCHW view with channels-last strides, no copy
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
