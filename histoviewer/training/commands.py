@@ -1,0 +1,246 @@
+"""The `train` and `evaluate` subcommands.
+
+    histoviewer train DATA --out DIR [--preset recipe|best] [--epochs N] [--resume] ...
+    histoviewer evaluate MODEL DATA [--split test|val|train|all] [--json]
+
+cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
+training stops at the next batch and leaves a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from histoviewer.tasks import CancelToken
+from histoviewer.training.config import PRESETS, preset
+from histoviewer.training.evaluation import evaluate_model, format_metrics
+from histoviewer.training.split import SPLITS
+from histoviewer.training.trainer import TrainEvent, fit, resume_config
+
+# Command-line option -> TrainConfig field, for the options that override a preset.
+_OVERRIDES = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "image_size": "image_size",
+    "lr": "lr",
+    "device": "device",
+    "limit_per_class": "limit_per_class",
+    "arch": "arch",
+    "workers": "workers",
+    "seed": "seed",
+    "threads": "num_threads",
+    "compile": "compile",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train` and `evaluate` to the top-level parser."""
+    train = subparsers.add_parser(
+        "train",
+        help="train a classifier on labelled tiles",
+        description="Train a tissue classifier on a folder or zip with one sub-folder per "
+        "class. Writes DIR/split.csv, DIR/last.pt (resumable), DIR/best.safetensors (the "
+        "model the viewer loads), DIR/report.json, DIR/curves.png and "
+        "DIR/confusion_matrix.png.",
+    )
+    train.add_argument("data", help="folder or .zip of tiles, one sub-folder per class")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    train.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="settings to start from (default: recipe)",
+    )
+    train.add_argument(
+        "--epochs", type=int, help="epochs (0: only load the data and write the split)"
+    )
+    train.add_argument("--batch-size", type=int, help="images per training batch")
+    train.add_argument("--image-size", type=int, metavar="PX", help="network input size")
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--arch", help="network (resnet18, resnet34, resnet50, resnet101)")
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    train.add_argument(
+        "--limit-per-class",
+        type=int,
+        metavar="N",
+        help="use at most N images per class (quick trials)",
+    )
+    train.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
+    train.add_argument("--workers", type=int, help="image decoding threads (0: auto)")
+    train.add_argument("--threads", type=int, help="torch CPU threads (0: default)")
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the network (faster on GPUs after a warm-up)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in DIR from its last.pt"
+    )
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="score a model on labelled tiles",
+        description="Accuracy, macro F1, per-class scores and the confusion matrix of a model "
+        "on one split of a dataset (rebuilt with the split settings it was trained with).",
+    )
+    evaluate.add_argument("model", help="model file (.safetensors, last.pt, .pth.tar)")
+    evaluate.add_argument("data", help="folder or .zip of tiles, one sub-folder per class")
+    evaluate.add_argument("--split", choices=[*SPLITS, "all"], default="test")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--workers", type=int, default=0, help="image decoding threads")
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def _config_from_args(args: argparse.Namespace):
+    overrides: dict[str, Any] = {
+        field: getattr(args, opt)
+        for opt, field in _OVERRIDES.items()
+        if getattr(args, opt, None) is not None
+    }
+    if args.resume:
+        if args.preset is not None:
+            overrides["preset"] = args.preset
+        return resume_config(args.out, data=args.data, **overrides)
+    return preset(args.preset or "recipe", data=args.data, out=args.out, **overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    cancel = CancelToken()
+    bar = _ProgressBar(enabled=not getattr(args, "quiet", False))
+    previous = _install_sigint(cancel)
+    try:
+        result = fit(config, bar, cancel, resume=args.resume)
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    out = result.out
+    if result.cancelled:
+        print(
+            f"stopped after epoch {result.epochs_done} of {result.config.epochs}; continue "
+            f"with: histoviewer train {config.data} --out {out} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
+    if result.test_metrics is None:
+        print(f"split ({counts}) written to {out / 'split.csv'}")
+        return 0
+    metrics = result.test_metrics
+    print(
+        f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f}); "
+        f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+    )
+    print(f"model: {result.best_path}\nreport: {out / 'report.json'}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    metrics = evaluate_model(
+        args.model,
+        args.data,
+        split=args.split,
+        device=args.device,
+        batch_size=max(1, args.batch_size),
+        workers=args.workers,
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.model} on the {args.split} split of {metrics['data']}")
+        print(format_metrics(metrics))
+        if metrics["skipped"]:
+            print(f"({len(metrics['skipped'])} unreadable file(s) skipped)")
+    return 0
+
+
+def _install_sigint(cancel: CancelToken):
+    """First Ctrl-C: stop at the next batch (resumable); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+        cancel.cancel()
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+class _ProgressBar:
+    """tqdm bars on stderr fed by TrainEvents: one for loading, one per epoch."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.key: tuple[str, int] | None = None
+
+    def __call__(self, event: TrainEvent) -> None:
+        if not self.enabled:
+            return
+        if event.kind in ("load", "batch"):
+            key = (event.phase, event.epoch)
+            if key != self.key:
+                self.close()
+                try:
+                    from tqdm import tqdm
+                except ImportError:  # not a hard dependency: epoch lines still print
+                    return
+
+                desc = (
+                    "loading"
+                    if event.phase == "load"
+                    else (f"epoch {event.epoch}/{event.epochs} {event.phase}")
+                )
+                self.bar = tqdm(
+                    total=event.batches,
+                    desc=desc,
+                    file=sys.stderr,
+                    leave=event.phase != "val",
+                    dynamic_ncols=True,
+                    unit="img" if event.phase == "load" else "batch",
+                )
+                self.key = key
+            self.bar.n = event.batch
+            if event.kind == "batch":
+                post = {
+                    "loss": f"{event.loss:.4f}",
+                    "acc": f"{event.acc:.3f}",
+                    "img/s": f"{event.images_per_s:.0f}",
+                }
+                if event.eta_s is not None:
+                    post["eta"] = _clock(event.eta_s)
+                self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+        elif event.kind == "epoch":
+            self.close()
+            last = event.history[-1]
+            sys.stderr.write(
+                f"epoch {last['epoch']}/{event.epochs}: train loss {last['train_loss']:.4f} "
+                f"acc {last['train_acc']:.4f} | val loss {last['val_loss']:.4f} "
+                f"acc {last['val_acc']:.4f} | {last['images_per_s']:.0f} img/s\n"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+            self.key = None
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

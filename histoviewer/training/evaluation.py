@@ -1,0 +1,177 @@
+"""Test-set metrics (scikit-learn) and evaluating a saved model on a labelled dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from histoviewer.device import autocast_dtype
+from histoviewer.errors import DatasetError, HistoViewerError
+from histoviewer.model import load_model
+from histoviewer.tasks import CancelToken
+from histoviewer.training.config import TrainConfig
+from histoviewer.training.dataset import load_tiles
+from histoviewer.training.split import SPLITS, make_split
+
+log = logging.getLogger(__name__)
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Accuracy, macro F1, per-class precision / recall / F1 / support and the confusion
+    matrix (rows: true class, columns: predicted), as plain JSON-safe values."""
+    labels = list(range(len(class_names)))
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) == 0:
+        raise DatasetError("there are no images to evaluate")
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    present = [i for i in labels if support[i] > 0]
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # Macro over the classes present: a class absent from this split has no F1.
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        ),
+        "class_names": list(class_names),
+        "per_class": [
+            {
+                "name": name,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        ],
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of :func:`classification_metrics` output for the terminal."""
+    names = metrics["class_names"]
+    width = max(8, *(len(n) for n in names))
+    lines = [
+        f"accuracy  {metrics['accuracy']:.4f}   macro F1  {metrics['macro_f1']:.4f}   "
+        f"({metrics['n']} images)",
+        "",
+        f"{'class':<{width}}  precision  recall      f1  support",
+    ]
+    for row in metrics["per_class"]:
+        lines.append(
+            f"{row['name']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
+            f"{row['f1']:6.4f}  {row['support']:7d}"
+        )
+    lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
+    cell = max(5, *(len(str(v)) + 1 for r in metrics["confusion_matrix"] for v in r))
+    short = [n[: cell - 1] for n in names]
+    lines.append(" " * width + "".join(f"{s:>{cell}}" for s in short))
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    return "\n".join(lines)
+
+
+def evaluate_model(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 128,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model file on one split ("train", "val", "test" or "all") of a dataset.
+
+    The split is rebuilt with the settings the model was trained with (its metadata's
+    training config: split seed, fractions, per-class limit), so "test" means the images
+    it never saw. Dataset classes are matched to the model's classes by name; a class the
+    model does not know raises DatasetError. Returns :func:`classification_metrics` plus
+    ``split``, ``model``, ``data``, ``device``, ``seconds`` and ``images_per_s``.
+    """
+    if split not in (*SPLITS, "all"):
+        raise HistoViewerError(f"unknown split '{split}' (use train, val, test or all)")
+    classifier = load_model(checkpoint, device=device)
+    info = classifier.info
+    trained = _training_config(info.training)
+    dataset = load_tiles(
+        data,
+        size=trained.patch_size,
+        limit_per_class=trained.limit_per_class,
+        limit_seed=trained.split_seed,
+        workers=workers,
+        cancel=cancel,
+    )
+    mapping = []
+    for folder, name in zip(dataset.class_folders, dataset.class_names, strict=True):
+        if name not in info.class_names:
+            raise DatasetError(
+                f"the class folder {folder} of {dataset.source} is class '{name}', which the "
+                f"model {checkpoint} does not know (its classes: {', '.join(info.class_names)})"
+            )
+        mapping.append(info.class_names.index(name))
+    parts = make_split(
+        dataset.labels,
+        holdout=trained.holdout,
+        test_share=trained.test_share,
+        seed=trained.split_seed,
+        class_names=dataset.class_folders,
+    )
+    rows = parts.indices(split)
+    y_true = np.asarray(mapping, dtype=np.int64)[dataset.labels[rows]]
+    dtype = autocast_dtype(classifier.device)
+    preds = []
+    start = time.perf_counter()
+    for lo in range(0, len(rows), batch_size):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        batch = torch.from_numpy(dataset.images[rows[lo : lo + batch_size]])
+        probs = classifier.probabilities(batch, autocast_dtype=dtype)
+        preds.append(probs.argmax(1).cpu().numpy())
+        if progress is not None:
+            progress(min(len(rows), lo + batch_size), len(rows))
+    seconds = time.perf_counter() - start
+    y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    metrics = classification_metrics(y_true, y_pred, info.class_names)
+    metrics.update(
+        split=split,
+        model=str(checkpoint),
+        data=dataset.source,
+        device=str(classifier.device),
+        seconds=seconds,
+        images_per_s=len(rows) / seconds if seconds > 0 else 0.0,
+        skipped=[s.to_dict() for s in dataset.skipped],
+    )
+    return metrics
+
+
+def _training_config(training: dict[str, Any]) -> TrainConfig:
+    """The split-relevant settings a model was trained with (recipe defaults if unknown)."""
+    keys = ("patch_size", "limit_per_class", "split_seed", "holdout", "test_share")
+    config = training.get("config", training) if isinstance(training, dict) else {}
+    values = {k: config[k] for k in keys if isinstance(config, dict) and k in config}
+    try:
+        return TrainConfig(**values)
+    except (HistoViewerError, TypeError):
+        log.warning("the model's training settings are unusable; using the recipe's split")
+        return TrainConfig()

@@ -1,0 +1,525 @@
+"""fit(): load the tiles, split, train, checkpoint, resume, test and report.
+
+Files written to ``config.out`` (all atomically):
+
+- ``split.csv``: the split used (class, file, split);
+- ``last.pt``: resumable checkpoint after every completed epoch (and before the first);
+- ``best.safetensors``: the model with the lowest validation loss so far, in the
+  release format :func:`histoviewer.model.load_model` reads, rewritten at the end with
+  its test metrics;
+- ``report.json``, ``curves.png``, ``confusion_matrix.png`` once training is done.
+
+Progress goes to a callback as :class:`TrainEvent` objects (from the calling thread),
+and to ``logging``. A :class:`~histoviewer.tasks.CancelToken` stops the run at the
+next batch; ``last.pt`` then holds the last completed epoch and ``fit(..., resume=True)``
+continues from it, ending exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from histoviewer.device import resolve_device
+from histoviewer.errors import DeviceError, HistoViewerError
+from histoviewer.fileio import atomic_write_text
+from histoviewer.model import ModelInfo, build_network, load_model, save_model
+from histoviewer.tasks import Cancelled, CancelToken
+from histoviewer.training import report as reporting
+from histoviewer.training.checkpoint import (
+    LAST_FILE,
+    load_last,
+    rng_state,
+    save_last,
+    set_rng_state,
+)
+from histoviewer.training.config import RUNTIME_FIELDS, TrainConfig
+from histoviewer.training.dataset import TileDataset, load_tiles
+from histoviewer.training.engine import BatchStats, Engine, EpochStats, EvalResult
+from histoviewer.training.evaluation import classification_metrics
+from histoviewer.training.split import Split, make_split, split_csv_text
+
+log = logging.getLogger(__name__)
+
+BEST_FILE = "best.safetensors"
+SPLIT_FILE = "split.csv"
+
+
+@dataclass
+class TrainEvent:
+    """One progress report. ``kind``: "load" (decoding tiles: ``batch`` of ``batches``
+    images), "start", "batch" (``phase`` "train" or "val"), "epoch" (an epoch finished;
+    ``history`` has every epoch so far), "test", "done", "cancelled". ``epoch`` counts
+    from 1; ``eta_s`` is the estimated time left for the whole run."""
+
+    kind: str
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    batches: int = 0
+    phase: str = ""
+    loss: float | None = None
+    acc: float | None = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    lr: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+
+
+ProgressCallback = Callable[[TrainEvent], None]
+
+
+@dataclass
+class FitResult:
+    """What a run produced. ``cancelled`` runs have no test metrics and no report."""
+
+    out: Path
+    config: TrainConfig
+    epochs_done: int
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_loss: float
+    split_counts: dict[str, int]
+    cancelled: bool = False
+    test_metrics: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    dataset: TileDataset | None = None
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / BEST_FILE
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / LAST_FILE
+
+
+def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
+    """The config stored in ``out/last.pt`` with ``overrides`` applied (for the CLI, which
+    resumes with only the options the user typed)."""
+    saved = TrainConfig.from_dict(load_last(Path(out) / LAST_FILE)["config"])
+    return saved.replace(out=str(out), **overrides)
+
+
+def fit(
+    config: TrainConfig,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    *,
+    resume: bool = False,
+    dataset: TileDataset | None = None,
+) -> FitResult:
+    """Run (or, with ``resume``, continue) a training run described by ``config``.
+
+    ``dataset``: tiles already loaded from ``config.data`` (skips decoding). With
+    ``config.epochs == 0`` only the data is loaded and ``split.csv`` written. Raises
+    DatasetError for unusable data, DeviceError for a missing device or GPU memory
+    exhaustion, HistoViewerError when ``resume`` finds no compatible checkpoint. A
+    cancelled run returns with ``cancelled=True`` instead of raising.
+    """
+    return _Run(config, progress, cancel).run(resume, dataset)
+
+
+class _Run:
+    def __init__(
+        self, config: TrainConfig, progress: ProgressCallback | None, cancel: CancelToken | None
+    ) -> None:
+        if not config.out:
+            raise HistoViewerError("no output folder was given for the training run")
+        self.config = config
+        self.out = Path(config.out).expanduser()
+        self.progress = progress
+        self.cancel = cancel
+        self.history: list[dict[str, Any]] = []
+        self.best_val_loss = float("inf")
+        self.best_epoch = 0
+        self.epoch_seconds: float | None = None
+
+    def emit(self, kind: str, **values: Any) -> None:
+        if self.progress is not None:
+            self.progress(TrainEvent(kind, epochs=self.config.epochs, **values))
+
+    # ------------------------------------------------------------------ setup
+
+    def run(self, resume: bool, dataset: TileDataset | None) -> FitResult:
+        checkpoint = self._resume_checkpoint() if resume else None
+        cfg = self.config
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        device = resolve_device(cfg.device)
+        try:
+            if dataset is None:
+                dataset = load_tiles(
+                    cfg.data,
+                    size=cfg.patch_size,
+                    limit_per_class=cfg.limit_per_class,
+                    limit_seed=cfg.split_seed,
+                    workers=cfg.workers,
+                    cancel=self.cancel,
+                    progress=lambda done, total: self.emit(
+                        "load", phase="load", batch=done, batches=total
+                    ),
+                )
+        except Cancelled:
+            return self._cancelled_result(0, None, dataset)
+        split = make_split(
+            dataset.labels,
+            holdout=cfg.holdout,
+            test_share=cfg.test_share,
+            seed=cfg.split_seed,
+            class_names=dataset.class_folders,
+        )
+        split_text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, split)
+        self.data_summary = {
+            "source": dataset.source,
+            "class_folders": dataset.class_folders,
+            "class_names": dataset.class_names,
+            "images": len(dataset),
+            "split_counts": split.counts(),
+            "split_method": split.method,
+            "fingerprint": hashlib.sha256(split_text.encode()).hexdigest(),
+        }
+        if checkpoint is not None:
+            self._check_same_data(checkpoint)
+        atomic_write_text(self.out / SPLIT_FILE, split_text)
+        log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
+        if cfg.epochs == 0:
+            return FitResult(self.out, cfg, 0, [], 0, float("inf"), split.counts(), dataset=dataset)
+        try:
+            return self._train(device, dataset, split, checkpoint)
+        except torch.cuda.OutOfMemoryError:
+            raise DeviceError(
+                f"the {device.type.upper()} device ran out of memory training {cfg.arch} at "
+                f"{cfg.image_size} px with batch size {cfg.batch_size}; try a smaller batch "
+                "size (--batch-size) or image size"
+            ) from None
+
+    def _resume_checkpoint(self) -> dict[str, Any]:
+        checkpoint = load_last(self.out / LAST_FILE)
+        saved = TrainConfig.from_dict(checkpoint["config"])
+        diffs = saved.differences(self.config)
+        if diffs:
+            raise HistoViewerError(
+                f"cannot resume from {self.out / LAST_FILE}: these settings differ from the "
+                f"checkpoint's ({'; '.join(diffs)}); start a new run in another folder instead"
+            )
+        # How to run may change on resume (another device, more threads); what to train may not.
+        runtime = {k: getattr(self.config, k) for k in RUNTIME_FIELDS}
+        self.config = saved.replace(**runtime)
+        return checkpoint
+
+    def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("data", {})
+        if saved.get("fingerprint") != self.data_summary["fingerprint"]:
+            what = []
+            for key in ("class_folders", "images", "split_counts"):
+                if saved.get(key) != self.data_summary[key]:
+                    what.append(f"{key} {saved.get(key)} -> {self.data_summary[key]}")
+            raise HistoViewerError(
+                f"cannot resume from {self.out / LAST_FILE}: the data in {self.config.data} is "
+                f"not what the run was started with ({'; '.join(what) or 'other files'})"
+            )
+
+    def _info(self, dataset: TileDataset) -> ModelInfo:
+        cfg = self.config
+        name = cfg.name or f"{cfg.arch} {cfg.preset} ({Path(cfg.data).stem or 'tiles'})"
+        return ModelInfo(
+            arch=cfg.arch,
+            class_names=dataset.class_names,
+            class_colors=dataset.class_colors,
+            input_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            name=name,
+            training={"config": cfg.to_dict(), "data": self.data_summary},
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def _train(
+        self,
+        device: torch.device,
+        dataset: TileDataset,
+        split: Split,
+        checkpoint: dict[str, Any] | None,
+    ) -> FitResult:
+        cfg = self.config
+        _seed_everything(cfg.seed)
+        info = self._info(dataset)
+        network = build_network(cfg.arch, dataset.num_classes)
+        images = torch.from_numpy(dataset.images).to(device)
+        labels = torch.from_numpy(dataset.labels).to(device)
+        train_rows, val_rows, test_rows = (
+            torch.from_numpy(split.indices(s)).to(device) for s in ("train", "val", "test")
+        )
+        engine = Engine(cfg, network, info, device, images, labels, len(train_rows))
+        start_epoch = 0
+        if checkpoint is not None:
+            start_epoch = self._restore(engine, checkpoint)
+        else:
+            self._save_last(engine, 0)
+        log.info(
+            "training %s on %s: %s, %d epochs from epoch %d",
+            cfg.arch,
+            device,
+            split.counts(),
+            cfg.epochs,
+            start_epoch + 1,
+        )
+        self.emit(
+            "start", epoch=start_epoch, history=list(self.history), message=f"training on {device}"
+        )
+        for epoch in range(start_epoch, cfg.epochs):
+            try:
+                train, val = self._epoch(engine, epoch, train_rows, val_rows)
+            except Cancelled:
+                log.info(
+                    "cancelled during epoch %d; %s holds epoch %d",
+                    epoch + 1,
+                    self.out / LAST_FILE,
+                    epoch,
+                )
+                return self._cancelled_result(epoch, split, dataset)
+            self._end_epoch(engine, epoch, train, val)
+        return self._finish(engine, split, dataset, test_rows, device)
+
+    def _restore(self, engine: Engine, checkpoint: dict[str, Any]) -> int:
+        engine.network.load_state_dict(checkpoint["model"])
+        engine.optimizer.load_state_dict(checkpoint["optimizer"])
+        engine.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            engine.scaler.load_state_dict(checkpoint["scaler"])
+        self.history = list(checkpoint["history"])
+        self.best_val_loss = float(checkpoint["best_val_loss"])
+        self.best_epoch = int(checkpoint["best_epoch"])
+        set_rng_state(checkpoint["rng"])
+        epoch = int(checkpoint["epoch"])
+        log.info("resuming %s after epoch %d", self.out / LAST_FILE, epoch)
+        return epoch
+
+    def _epoch(
+        self, engine: Engine, epoch: int, train_rows: torch.Tensor, val_rows: torch.Tensor
+    ) -> tuple[EpochStats, EvalResult]:
+        cfg = self.config
+
+        def on_batch(stats: BatchStats) -> None:
+            per_batch = stats.seconds / max(1, stats.batch)
+            left_now = (stats.batches - stats.batch) * per_batch
+            per_epoch = self.epoch_seconds or per_batch * stats.batches * 1.1
+            later = cfg.epochs - epoch - 1
+            eta = left_now + later * per_epoch if stats.phase == "train" else later * per_epoch
+            self.emit(
+                "batch",
+                epoch=epoch + 1,
+                batch=stats.batch,
+                batches=stats.batches,
+                phase=stats.phase,
+                loss=stats.loss,
+                acc=stats.acc,
+                images_per_s=stats.images_per_s,
+                eta_s=eta,
+                lr=engine.optimizer.param_groups[0]["lr"],
+            )
+
+        started = time.perf_counter()
+        train = engine.train_one_epoch(epoch, train_rows, on_batch, self.cancel)
+        val = engine.evaluate(val_rows, "val", on_batch, self.cancel)
+        self.epoch_seconds = time.perf_counter() - started
+        return train, val
+
+    def _end_epoch(self, engine: Engine, epoch: int, train: EpochStats, val: EvalResult) -> None:
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train.loss,
+                "train_acc": train.acc,
+                "val_loss": val.loss,
+                "val_acc": val.acc,
+                "lr": train.lr,
+                "seconds": train.seconds + val.seconds,
+                "images_per_s": train.images_per_s,
+                "val_images_per_s": val.images_per_s,
+            }
+        )
+        # NaN never compares smaller: a diverged run keeps its last good model.
+        if self.best_epoch == 0 or val.loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = val.loss, epoch + 1
+            info = engine.info
+            info.metrics = {"epoch": epoch + 1, "val_loss": val.loss, "val_accuracy": val.acc}
+            save_model(self.out / BEST_FILE, engine.network, info)
+        self._save_last(engine, epoch + 1)
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f images/s%s",
+            epoch + 1,
+            self.config.epochs,
+            train.loss,
+            train.acc,
+            val.loss,
+            val.acc,
+            train.images_per_s,
+            " (best)" if self.best_epoch == epoch + 1 else "",
+        )
+        left = (self.config.epochs - epoch - 1) * (self.epoch_seconds or 0.0)
+        self.emit(
+            "epoch",
+            epoch=epoch + 1,
+            loss=train.loss,
+            acc=train.acc,
+            images_per_s=train.images_per_s,
+            eta_s=left,
+            lr=train.lr,
+            history=list(self.history),
+        )
+
+    def _save_last(self, engine: Engine, epochs_done: int) -> None:
+        save_last(
+            self.out / LAST_FILE,
+            {
+                "model": engine.network.state_dict(),
+                "info": engine.info.to_dict(),
+                "optimizer": engine.optimizer.state_dict(),
+                "scheduler": engine.scheduler.state_dict(),
+                "scaler": engine.scaler.state_dict() if engine.scaler.is_enabled() else {},
+                "epoch": epochs_done,
+                "config": self.config.to_dict(),
+                "history": list(self.history),
+                "best_val_loss": self.best_val_loss,
+                "best_epoch": self.best_epoch,
+                "data": self.data_summary,
+                "rng": rng_state(),
+            },
+        )
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(
+        self,
+        engine: Engine,
+        split: Split,
+        dataset: TileDataset,
+        test_rows: torch.Tensor,
+        device: torch.device,
+    ) -> FitResult:
+        cfg = self.config
+        best = load_model(self.out / BEST_FILE)
+        engine.network.load_state_dict(best.network.state_dict())
+        try:
+            test = engine.evaluate(test_rows, "test", None, self.cancel)
+        except Cancelled:
+            return self._cancelled_result(cfg.epochs, split, dataset)
+        metrics = classification_metrics(test.y_true, test.y_pred, dataset.class_names)
+        info = engine.info
+        info.metrics = {
+            "epoch": self.best_epoch,
+            "val_loss": self.best_val_loss,
+            "test_accuracy": metrics["accuracy"],
+            "test_macro_f1": metrics["macro_f1"],
+            "test_images": metrics["n"],
+            "per_class_f1": {r["name"]: r["f1"] for r in metrics["per_class"]},
+        }
+        save_model(self.out / BEST_FILE, engine.network, info)
+        self.emit(
+            "test",
+            epoch=cfg.epochs,
+            loss=test.loss,
+            acc=test.acc,
+            images_per_s=test.images_per_s,
+            history=list(self.history),
+        )
+        train_rates = [h["images_per_s"] for h in self.history]
+        report = {
+            "config": cfg.to_dict(),
+            "data": {**self.data_summary, "skipped": [s.to_dict() for s in dataset.skipped]},
+            "split_counts": split.counts(),
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "test": metrics,
+            "test_accuracy": metrics["accuracy"],
+            "test_macro_f1": metrics["macro_f1"],
+            "timings": {
+                "train_images_per_s": float(np.median(train_rates)) if train_rates else None,
+                "eval_images_per_s": test.images_per_s,
+                "train_seconds": float(sum(h["seconds"] for h in self.history)),
+                "test_seconds": test.seconds,
+            },
+            "device": _device_name(device),
+            "amp": str(engine.amp_dtype).replace("torch.", "") if engine.amp_dtype else "float32",
+            "files": {
+                "best": BEST_FILE,
+                "last": LAST_FILE,
+                "split": SPLIT_FILE,
+                "curves": reporting.CURVES_FILE,
+                "confusion": reporting.CONFUSION_FILE,
+            },
+        }
+        reporting.write_report(self.out / reporting.REPORT_FILE, report)
+        reporting.plot_curves(self.history, self.out / reporting.CURVES_FILE)
+        reporting.plot_confusion(
+            metrics["confusion_matrix"], dataset.class_names, self.out / reporting.CONFUSION_FILE
+        )
+        log.info(
+            "test accuracy %.4f, macro F1 %.4f; report in %s",
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            self.out / reporting.REPORT_FILE,
+        )
+        self.emit("done", epoch=cfg.epochs, acc=metrics["accuracy"], history=list(self.history))
+        return FitResult(
+            self.out,
+            cfg,
+            cfg.epochs,
+            self.history,
+            self.best_epoch,
+            self.best_val_loss,
+            split.counts(),
+            test_metrics=metrics,
+            report=report,
+            dataset=dataset,
+        )
+
+    def _cancelled_result(
+        self, epochs_done: int, split: Split | None, dataset: TileDataset | None
+    ) -> FitResult:
+        self.emit(
+            "cancelled",
+            epoch=epochs_done,
+            history=list(self.history),
+            message=f"cancelled; resume from {self.out / LAST_FILE}",
+        )
+        return FitResult(
+            self.out,
+            self.config,
+            epochs_done,
+            self.history,
+            self.best_epoch,
+            self.best_val_loss,
+            split.counts() if split else {},
+            cancelled=True,
+            dataset=dataset,
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return (
+        f"{device} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads)"
+    )

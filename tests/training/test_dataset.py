@@ -1,0 +1,155 @@
+"""Loading labelled tiles from folders and zips, and every broken layout."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from training_support import CLASS_FOLDERS, make_tiles, zip_folder
+
+from histoviewer.errors import DatasetError
+from histoviewer.training import list_tiles, load_tiles
+
+
+def test_folder_gives_classes_labels_and_patch_sized_tiles(tiles: Path):
+    ds = load_tiles(tiles, workers=2)
+    assert ds.class_folders == list(CLASS_FOLDERS)
+    assert ds.class_names == ["tumor", "stroma", "adipose"]
+    assert ds.images.shape == (18, 150, 150, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert ds.stems[:2] == ["tile_000", "tile_001"]
+    assert ds.skipped == []
+    # 40 px tiles were resized, not rejected: the class colour survives.
+    assert abs(ds.images[ds.labels == 0].mean(axis=(0, 1, 2))[0] - 150) < 6
+    assert ds.class_colors[0] != ds.class_colors[1]
+
+
+def test_zip_with_wrapper_folder_gives_the_same_data(tmp_path: Path):
+    folder = make_tiles(tmp_path / "plain")
+    wrapped = make_tiles(tmp_path / "wrapped", wrapper="Kather_texture_2016_image_tiles_5000")
+    archive = zip_folder(wrapped, tmp_path / "tiles.zip")
+    a = load_tiles(folder)
+    b = load_tiles(archive)
+    c = load_tiles(wrapped)  # a wrapper folder on disk is accepted too
+    for other in (b, c):
+        assert other.class_folders == a.class_folders
+        assert other.stems == a.stems
+        assert np.array_equal(other.labels, a.labels)
+        assert np.array_equal(other.images, a.images)
+    assert b.skipped == []  # __MACOSX and .DS_Store are ignored, not reported
+
+
+def test_other_sizes_and_modes_are_resized_to_the_patch_size(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    Image.new("RGBA", (300, 200), (10, 200, 30, 255)).save(root / CLASS_FOLDERS[0] / "big.png")
+    Image.new("L", (150, 150), 77).save(root / CLASS_FOLDERS[1] / "gray.png")
+    ds = load_tiles(root, size=64)
+    assert ds.images.shape == (11, 64, 64, 3)
+    big = ds.images[ds.stems.index("big")]
+    assert big[32, 32].tolist() == [10, 200, 30]
+    assert ds.images[ds.stems.index("gray")][5, 5].tolist() == [77, 77, 77]
+
+
+def test_limit_per_class_is_a_seeded_subset(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=10)
+    a = load_tiles(root, limit_per_class=4, limit_seed=1)
+    b = load_tiles(root, limit_per_class=4, limit_seed=1)
+    c = load_tiles(root, limit_per_class=4, limit_seed=2)
+    assert a.class_counts() == [4, 4, 4]
+    assert a.stems == b.stems and a.stems != c.stems
+    assert a.stems[:4] == sorted(a.stems[:4])  # still in canonical order
+
+
+def test_missing_path_and_non_zip_file(tmp_path: Path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        list_tiles(tmp_path / "nowhere")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(DatasetError, match="neither a folder nor a zip"):
+        list_tiles(text)
+
+
+def test_no_class_folders_names_the_folder(tmp_path: Path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    Image.new("RGB", (150, 150), "red").save(root / "a.png")
+    with pytest.raises(DatasetError, match=r"no class folders found in .*flat"):
+        list_tiles(root)
+    with pytest.raises(DatasetError, match="no class folders"):
+        list_tiles(zip_folder(root, tmp_path / "flat.zip"))
+
+
+def test_empty_class_folder_is_named(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    (root / "04_LYMPHO").mkdir()
+    (root / "04_LYMPHO" / "Thumbs.db").write_bytes(b"junk")
+    with pytest.raises(DatasetError, match=r"class folder .*04_LYMPHO holds no images"):
+        list_tiles(root)
+    # In a zip, an empty folder exists only as a directory entry.
+    archive = zip_folder(root, tmp_path / "t.zip")
+    with pytest.raises(DatasetError, match=r"t\.zip:04_LYMPHO holds no images"):
+        list_tiles(archive)
+
+
+def test_single_class_is_refused(tmp_path: Path):
+    root = make_tiles(tmp_path / "one", per_class=3, folders=("01_TUMOR",))
+    with pytest.raises(DatasetError, match=r"only one class folder \(01_TUMOR\).*at least two"):
+        list_tiles(root)
+
+
+def test_a_bad_file_among_good_ones_is_skipped_and_reported(tmp_path: Path, caplog):
+    root = make_tiles(tmp_path / "t", per_class=4)
+    (root / CLASS_FOLDERS[1] / "x.png").write_bytes(b"this is not a png")
+    (root / CLASS_FOLDERS[2] / "readme.txt").write_text("notes")
+    ds = load_tiles(root)
+    assert ds.class_counts() == [4, 4, 4]
+    reasons = {Path(s.path).name: s.reason for s in ds.skipped}
+    assert set(reasons) == {"x.png", "readme.txt"}
+    assert "not a readable image" in reasons["x.png"]
+    assert reasons["readme.txt"] == "not an image file"
+    assert any("x.png" in r.getMessage() for r in caplog.records)
+
+
+def test_a_class_of_unreadable_files_names_the_folder(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    bad = root / CLASS_FOLDERS[2]
+    for f in bad.iterdir():
+        f.write_bytes(b"\x00" * 100)
+    with pytest.raises(DatasetError, match=r"none of the 3 files in the class folder .*07_ADIPOSE"):
+        load_tiles(root)
+
+
+def test_truncated_zip_member_is_skipped(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    archive = zip_folder(root, tmp_path / "t.zip", junk=False)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(
+            f"{CLASS_FOLDERS[0]}/cut.png",
+            (root / CLASS_FOLDERS[0] / "tile_000.png").read_bytes()[:60],
+        )
+    ds = load_tiles(archive)
+    assert ds.class_counts() == [3, 3, 3]
+    assert [Path(s.path.split(":")[-1]).name for s in ds.skipped] == ["cut.png"]
+
+
+def test_two_folders_naming_one_class(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3, folders=("01_TUMOR", "tumor", "02_STROMA"))
+    with pytest.raises(DatasetError, match="both name the class 'tumor'"):
+        list_tiles(root)
+
+
+def test_lossless_kather_tiles_decode_pixel_exact(kather_dir):
+    manifest = {}
+    with open(Path(kather_dir) / "MANIFEST.csv", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            manifest[(row["class"], row["original_file"].removesuffix(".tif"))] = row
+    ds = load_tiles(Path(kather_dir) / "tiles", limit_per_class=2)
+    assert ds.class_counts() == [2] * 8 and ds.class_names[0] == "tumor"
+    for image, label, stem in zip(ds.images, ds.labels, ds.stems, strict=True):
+        row = manifest[(ds.class_folders[label], stem)]
+        assert hashlib.sha256(image.tobytes()).hexdigest() == row["rgb_pixels_sha256"]
