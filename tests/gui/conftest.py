@@ -1,0 +1,72 @@
+"""Shared fixtures of the Qt tests (pytest-qt, offscreen platform from tests/conftest.py).
+
+Every test here fails if it leaves top-level widgets behind, as napari's and
+pymmcore-gui's test suites do: register windows with ``qtbot.addWidget`` (it
+closes and deletes them) or close and delete them yourself. A test that must
+leave one (none should) can be marked ``@pytest.mark.allow_leaked_widgets``.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from PySide6.QtCore import QEvent
+from PySide6.QtWidgets import QApplication
+
+# Qt's own helper windows that appear on demand and live as long as the application.
+_QT_INTERNAL = {"QTipLabel"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_leaked_widgets: do not fail a test that leaves top-level widgets"
+    )
+
+
+def _flush_deletions(collect: bool = False) -> None:
+    # deleteLater() only runs from an event loop; deliver those events now.
+    app = QApplication.instance()
+    for _ in range(2):
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        app.processEvents()
+        if collect:  # widgets owned by garbage Python objects (slow with torch loaded)
+            gc.collect()
+
+
+def _leaked(before: set) -> list:
+    return [
+        w
+        for w in QApplication.topLevelWidgets()
+        if w not in before and type(w).__name__ not in _QT_INTERNAL
+    ]
+
+
+def _describe(widget) -> str:
+    title = widget.windowTitle() or widget.objectName()
+    return f"{type(widget).__name__}({title!r})" if title else type(widget).__name__
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_widgets(qapp, request: pytest.FixtureRequest):
+    """Fail a test that leaves top-level widgets alive (pytest-qt has closed its own by then)."""
+    before = set(QApplication.topLevelWidgets())
+    yield
+    _flush_deletions()
+    leaked = _leaked(before)
+    if leaked:
+        _flush_deletions(collect=True)
+        leaked = _leaked(before)
+    if not leaked:
+        return
+    names = ", ".join(_describe(w) for w in leaked)
+    for widget in leaked:  # clean up so that later tests start from a clean slate
+        widget.close()
+        widget.deleteLater()
+    _flush_deletions()
+    if request.node.get_closest_marker("allow_leaked_widgets") is None:
+        pytest.fail(
+            f"the test left {len(leaked)} top-level widget(s) behind: {names}; "
+            "register them with qtbot.addWidget() or close and delete them",
+            pytrace=False,
+        )
