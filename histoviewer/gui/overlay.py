@@ -1,0 +1,150 @@
+"""The tissue-map overlay: one texture of class colours laid over the slide.
+
+The map is drawn as a single image with one pixel per patch, scaled by the
+view to the patch grid's extent in level-0 slide pixels, so a 100 000-patch map
+costs one draw call, not 100 000 items. Cell (row, col) covers the ``stride`` x
+``stride`` square centred on its patch, so overlapping grids tile without gaps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
+
+from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
+
+OVERLAY_Z = 10
+SELECTION_Z = 20
+# Fainter than this never: a very unsure patch still shows which class won.
+MIN_SHADED_ALPHA = 0.15
+
+
+def colorize(
+    tmap: TissueMap, visible: list[bool] | None = None, confidence_shading: bool = False
+) -> np.ndarray:
+    """RGBA uint8 (rows, cols, 4): the predicted class's colour per patch.
+
+    Unclassified patches (pending, background) and hidden classes are
+    transparent. With ``confidence_shading`` alpha falls from 255 (top
+    probability 1) towards ``MIN_SHADED_ALPHA`` (top probability at chance).
+    """
+    n = tmap.num_classes
+    palette = np.zeros((n + 1, 4), dtype=np.uint8)  # last row: "no class", transparent
+    palette[:n, :3] = np.asarray(tmap.class_colors, dtype=np.uint8).reshape(n, 3)
+    palette[:n, 3] = 255
+    if visible is not None:
+        palette[:n, 3] = np.where(np.asarray(visible[:n], dtype=bool), 255, 0)
+    labels = tmap.labels.astype(np.intp)
+    labels[labels < 0] = n
+    rgba = palette[labels]
+    if confidence_shading:
+        done = tmap.state == CLASSIFIED
+        top = np.zeros(labels.shape, dtype=np.float32)
+        if done.any():
+            top[done] = np.nanmax(tmap.probs[done], axis=-1)
+        chance = 1.0 / n
+        strength = np.clip((top - chance) / (1.0 - chance), 0.0, 1.0)
+        strength = MIN_SHADED_ALPHA + (1.0 - MIN_SHADED_ALPHA) * strength
+        rgba[..., 3] = (rgba[..., 3] * strength).astype(np.uint8)
+    return np.ascontiguousarray(rgba)
+
+
+def to_qimage(rgba: np.ndarray) -> QImage:
+    """A QImage that owns a copy of an RGBA uint8 (h, w, 4) array."""
+    h, w, _ = rgba.shape
+    image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+    return image.copy()  # detach from the numpy buffer
+
+
+class MapOverlay(QGraphicsItem):
+    """Scene item showing a :class:`TissueMap` in slide coordinates (level-0 pixels).
+
+    Call :meth:`set_map` for a new map and :meth:`refresh` after the shown map's
+    arrays changed (a mapping batch arrived). Opacity and visibility are the
+    item's own (``setOpacity``, ``setVisible``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setZValue(OVERLAY_Z)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)  # clicks reach the view
+        self._map: TissueMap | None = None
+        self._visible: list[bool] = []
+        self._shading = False
+        self._rect = QRectF()
+        self._image = QImage()
+        self._rgba = np.zeros((0, 0, 4), dtype=np.uint8)
+
+    # --- state --------------------------------------------------------------------------
+
+    def tissue_map(self) -> TissueMap | None:
+        return self._map
+
+    def set_map(self, tmap: TissueMap | None) -> None:
+        self.prepareGeometryChange()
+        self._map = tmap
+        if tmap is None:
+            self._rect = QRectF()
+        else:
+            if len(self._visible) != tmap.num_classes:
+                self._visible = [True] * tmap.num_classes
+            half_gap = (tmap.patch_size - tmap.stride) / 2
+            self._rect = QRectF(
+                tmap.origin[0] + half_gap,
+                tmap.origin[1] + half_gap,
+                tmap.cols * tmap.stride,
+                tmap.rows * tmap.stride,
+            )
+        self.refresh()
+
+    def set_class_visible(self, index: int, visible: bool) -> None:
+        if 0 <= index < len(self._visible) and self._visible[index] != visible:
+            self._visible[index] = visible
+            self.refresh()
+
+    def class_visibility(self) -> list[bool]:
+        return list(self._visible)
+
+    def set_confidence_shading(self, on: bool) -> None:
+        if on != self._shading:
+            self._shading = on
+            self.refresh()
+
+    def confidence_shading(self) -> bool:
+        return self._shading
+
+    def refresh(self) -> None:
+        """Recolour the texture from the map's current arrays."""
+        if self._map is None:
+            self._rgba = np.zeros((0, 0, 4), dtype=np.uint8)
+            self._image = QImage()
+        else:
+            self._rgba = colorize(self._map, self._visible, self._shading)
+            self._image = to_qimage(self._rgba)
+        self.update()
+
+    def rgba(self) -> np.ndarray:
+        """The texture as drawn: RGBA uint8 (rows, cols, 4) before item opacity."""
+        return self._rgba.copy()
+
+    def image(self) -> QImage:
+        return QImage(self._image)
+
+    # --- QGraphicsItem ------------------------------------------------------------------
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(self._rect)
+
+    def paint(
+        self,
+        painter: QPainter,
+        option: QStyleOptionGraphicsItem,
+        widget: QWidget | None = None,
+    ) -> None:
+        if self._image.isNull():
+            return
+        # Crisp cells: each patch is one flat colour, smoothing would blur class borders.
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        painter.drawImage(self._rect, self._image)
