@@ -1,0 +1,315 @@
+"""Engine versus recipe-style baseline, on the same patches in the same process.
+
+The baseline is written the way the reference tutorial classifies images: a PIL image
+of the whole slide, one ``crop`` per patch, torchvision ``Resize``/``ToTensor``/
+``Normalize`` on the CPU, a ``DataLoader`` (no worker processes) and the float32
+network in eager mode under ``torch.no_grad``. The engine is :func:`map_slide` on the
+same slide file. Both load the same random-initialised weights from files (the
+baseline from a recipe ``{'state_dict': ...}`` ``.pth.tar``, the engine from the
+project's safetensors format) and classify the first N patches of the same grid.
+
+Reported per side: model load and slide open times, the first batch (warm-up,
+network preparation) and the steady rate after it; then the ratio of steady rates
+and the share of patches given the same class by both.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histoviewer.device import autocast_dtype, resolve_device
+from histoviewer.mapping.engine import BatchResult, map_slide, precision_dtype
+from histoviewer.mapping.grid import make_grid
+from histoviewer.mapping.tissue_map import CLASSIFIED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Timings of one side of the benchmark (seconds; rates in patches per second)."""
+
+    name: str
+    patches: int = 0
+    model_load: float = 0.0
+    slide_open: float = 0.0
+    first_batch: float = 0.0
+    first_batch_patches: int = 0
+    total: float = 0.0  # from the start of classification to the last batch
+    cpu_first_batch: float = 0.0  # process CPU seconds (all threads) for the first batch
+    cpu_total: float = 0.0  # process CPU seconds for the whole classification
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    @property
+    def steady_rate(self) -> float:
+        """Patches per second after the first batch (the whole run if it had one batch)."""
+        rest = self.patches - self.first_batch_patches
+        span = self.total - self.first_batch
+        if rest <= 0 or span <= 0:
+            return self.overall_rate
+        return rest / span
+
+    @property
+    def overall_rate(self) -> float:
+        return self.patches / self.total if self.total > 0 else 0.0
+
+    @property
+    def steady_cpu_rate(self) -> float:
+        """Patches per CPU-second after the first batch.
+
+        Less sensitive than wall time to other programs sharing the CPU: the figure to
+        compare when the machine is busy.
+        """
+        rest = self.patches - self.first_batch_patches
+        span = self.cpu_total - self.cpu_first_batch
+        if rest <= 0 or span <= 0:
+            return self.patches / self.cpu_total if self.cpu_total > 0 else 0.0
+        return rest / span
+
+
+@dataclass
+class BenchmarkResult:
+    device: str
+    arch: str
+    input_size: int
+    batch_size: int
+    slide_size: int
+    precision: str
+    threads: int
+    baseline: Run
+    engine: Run
+
+    @property
+    def speedup(self) -> float:
+        base = self.baseline.steady_rate
+        return self.engine.steady_rate / base if base > 0 else float("nan")
+
+    @property
+    def cpu_speedup(self) -> float:
+        base = self.baseline.steady_cpu_rate
+        return self.engine.steady_cpu_rate / base if base > 0 else float("nan")
+
+    @property
+    def agreement(self) -> float:
+        """Share of patches both sides put in the same class."""
+        a, b = self.baseline.labels, self.engine.labels
+        return float(np.mean(a == b)) if len(a) and len(a) == len(b) else float("nan")
+
+    @property
+    def max_prob_diff(self) -> float:
+        a, b = self.baseline.probs, self.engine.probs
+        return float(np.abs(a - b).max()) if a.size and a.shape == b.shape else float("nan")
+
+    def report(self) -> str:
+        lines = [
+            f"device: {self.device} ({self.threads} CPU threads), {self.arch} at "
+            f"{self.input_size} px, batch {self.batch_size}, synthetic "
+            f"{self.slide_size} x {self.slide_size} strip TIFF, "
+            f"{self.engine.patches} patches",
+            f"precision: baseline float32, engine {self.precision}",
+        ]
+        for run in (self.baseline, self.engine):
+            lines.append(
+                f"{run.name:<9} {run.steady_rate:8.1f} patches/s steady "
+                f"({run.overall_rate:.1f} overall, {run.steady_cpu_rate:.2f} per CPU-second); "
+                f"model load {run.model_load:.2f} s, "
+                f"slide open {run.slide_open:.2f} s, first batch {run.first_batch:.2f} s "
+                f"({run.first_batch_patches} patches), total {run.total:.1f} s"
+            )
+        lines.append(
+            f"speed-up: {self.speedup:.2f}x (steady patches/s, engine / baseline); "
+            f"{self.cpu_speedup:.2f}x per CPU-second"
+        )
+        lines.append(
+            f"agreement: {100 * self.agreement:.2f} % of patches in the same class; "
+            f"largest probability difference {self.max_prob_diff:.4f}"
+        )
+        return "\n".join(lines)
+
+
+def run_benchmark(
+    *,
+    device: str = "auto",
+    arch: str = "resnet50",
+    input_size: int = 224,
+    batch_size: int = 64,
+    patches: int | None = None,
+    slide_size: int = 5000,
+    precision: str = "auto",
+    seed: int = 0,
+    workdir: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Time the baseline and the engine on the first ``patches`` patches of a synthetic slide.
+
+    Files (slide, checkpoints) go to a temporary folder inside ``workdir`` (or the
+    system's), removed afterwards. ``say`` receives a line as each stage starts.
+    """
+    say = say or log.info
+    from histoviewer.model import ModelInfo, build_network, save_model
+    from histoviewer.slide.synthetic import write_strip_tiff
+
+    dev = resolve_device(device)
+    info = ModelInfo.recipe(arch, input_size=input_size, name=f"benchmark {arch}")
+    with tempfile.TemporaryDirectory(prefix="histoviewer-bench-", dir=workdir) as tmp:
+        tmp_path = Path(tmp)
+        slide_path = tmp_path / "synthetic.tif"
+        say(f"writing a synthetic {slide_size} x {slide_size} slide")
+        started = time.perf_counter()
+        write_strip_tiff(slide_path, width=slide_size, height=slide_size, seed=seed)
+        log.info("wrote %s in %.1f s", slide_path, time.perf_counter() - started)
+        torch.manual_seed(seed)
+        network = build_network(arch, info.num_classes).eval()
+        recipe_ckpt = tmp_path / "model.pth.tar"
+        torch.save({"state_dict": network.state_dict()}, recipe_ckpt)
+        model_file = tmp_path / "model.safetensors"
+        save_model(model_file, network, info)
+        del network
+
+        say("running the recipe-style baseline")
+        baseline = _run_baseline(slide_path, recipe_ckpt, info, dev, batch_size, patches)
+        say(f"baseline: {baseline.steady_rate:.1f} patches/s; running the engine")
+        engine = _run_engine(slide_path, model_file, dev, batch_size, patches, precision)
+        say(f"engine: {engine.steady_rate:.1f} patches/s")
+
+    dtype = precision_dtype(precision, dev) if precision != "auto" else autocast_dtype(dev)
+    return BenchmarkResult(
+        device=str(dev),
+        arch=arch,
+        input_size=input_size,
+        batch_size=batch_size,
+        slide_size=slide_size,
+        precision=str(dtype).replace("torch.", "") if dtype is not None else "float32",
+        threads=torch.get_num_threads(),
+        baseline=baseline,
+        engine=engine,
+    )
+
+
+def _patch_boxes(slide_path: Path, info, limit: int | None) -> list[tuple[int, int, int, int]]:
+    from histoviewer.slide import open_slide
+
+    with open_slide(slide_path) as slide:
+        grid = make_grid(slide, info, info.patch_size)
+    boxes = []
+    for r in range(grid.rows):
+        for c in range(grid.cols):
+            x, y, w, h = grid.patch_box(r, c)
+            boxes.append((x, y, x + w, y + h))
+    return boxes[:limit] if limit else boxes
+
+
+def _run_baseline(
+    slide_path: Path, ckpt: Path, info, device: torch.device, batch_size: int, limit: int | None
+) -> Run:
+    """The tutorial's way: PIL crops, CPU torchvision transforms, DataLoader, fp32 eager."""
+    import torchvision
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    run = Run("baseline")
+    boxes = _patch_boxes(slide_path, info, limit)
+
+    t = time.perf_counter()
+    model = getattr(torchvision.models, info.arch)(weights=None)
+    model.fc = torch.nn.Linear(model.fc.in_features, info.num_classes)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    model = model.to(device).eval()
+    run.model_load = time.perf_counter() - t
+
+    t = time.perf_counter()
+    image = Image.open(slide_path).convert("RGB")
+    run.slide_open = time.perf_counter() - t
+
+    transform = transforms.Compose(
+        [
+            transforms.Resize((info.input_size, info.input_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(info.mean, info.std),
+        ]
+    )
+
+    class Patches(Dataset):
+        def __len__(self) -> int:
+            return len(boxes)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return transform(image.crop(boxes[i]))
+
+    loader = DataLoader(Patches(), batch_size=batch_size, shuffle=False, num_workers=0)
+    outputs = []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        for i, x in enumerate(loader):
+            out = model(x.to(device))
+            outputs.append(torch.softmax(out, dim=1).cpu())
+            if i == 0:
+                run.first_batch = time.perf_counter() - start
+                run.cpu_first_batch = time.process_time() - cpu_start
+                run.first_batch_patches = len(x)
+    run.total = time.perf_counter() - start
+    run.cpu_total = time.process_time() - cpu_start
+    probs = torch.cat(outputs).numpy()
+    run.patches = len(probs)
+    run.probs = probs
+    run.labels = probs.argmax(axis=1)
+    return run
+
+
+def _run_engine(
+    slide_path: Path,
+    model_file: Path,
+    device: torch.device,
+    batch_size: int,
+    limit: int | None,
+    precision: str,
+) -> Run:
+    from histoviewer.model import load_model
+    from histoviewer.slide import open_slide
+
+    run = Run("engine")
+    t = time.perf_counter()
+    classifier = load_model(model_file, device=device)
+    run.model_load = time.perf_counter() - t
+
+    t = time.perf_counter()
+    slide = open_slide(slide_path)
+    run.slide_open = time.perf_counter() - t
+
+    marks: list[tuple[float, float, int]] = []
+
+    def on_batch(batch: BatchResult) -> None:
+        marks.append((time.perf_counter(), time.process_time(), len(batch.rows)))
+
+    with slide:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        tmap = map_slide(
+            slide,
+            classifier,
+            batch_size=batch_size,
+            skip_background=False,
+            max_patches=limit,
+            precision=precision,
+            on_batch=on_batch,
+        )
+    if marks:
+        run.total = marks[-1][0] - start
+        run.cpu_total = marks[-1][1] - cpu_start
+        run.first_batch = marks[0][0] - start
+        run.cpu_first_batch = marks[0][1] - cpu_start
+        run.first_batch_patches = marks[0][2]
+    done = tmap.state.ravel() == CLASSIFIED
+    run.probs = tmap.probs.reshape(-1, tmap.num_classes)[done]
+    run.labels = run.probs.argmax(axis=1)
+    run.patches = len(run.probs)
+    return run

@@ -1,0 +1,307 @@
+"""TissueMap: the result of mapping a slide, one class-probability vector per patch.
+
+A map is a grid of ``rows`` x ``cols`` patches with, for each, a state
+(:data:`PENDING`, :data:`CLASSIFIED` or :data:`BACKGROUND`) and the model's class
+probabilities (NaN where the patch was not classified). It knows its grid geometry in
+level-0 pixels, the slide and model it came from, and can be saved to and loaded from
+a pickle-free ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from histoviewer.errors import HistoViewerError
+from histoviewer.fileio import atomic_write_bytes
+from histoviewer.mapping.grid import PatchGrid, patch_at, patch_box
+
+log = logging.getLogger(__name__)
+
+PENDING = 0
+CLASSIFIED = 1
+BACKGROUND = 2
+
+FORMAT_NAME = "histoviewer.tissuemap"
+FORMAT_VERSION = 1
+
+
+class TissueMapError(HistoViewerError):
+    """A saved tissue map cannot be read (damaged, not a map, or a newer format)."""
+
+
+@dataclass
+class TissueMap:
+    """Class probabilities over a patch grid.
+
+    ``probs`` is float32 (rows, cols, C), NaN where not classified; ``state`` is uint8
+    (rows, cols). ``patch_size``, ``stride`` and ``origin`` are in level-0 pixels of the
+    slide, ``mpp`` its level-0 microns per pixel; ``stride_model`` is the stride in
+    model pixels. ``slide`` and ``model`` are JSON-safe identity dicts (the model's has
+    name, arch, fingerprint, input_size, patch_size, mpp). ``complete`` is False for a
+    map whose mapping was cancelled.
+    """
+
+    probs: np.ndarray
+    state: np.ndarray
+    class_names: list[str]
+    class_colors: list[tuple[int, int, int]]
+    patch_size: int
+    stride: int
+    mpp: float
+    origin: tuple[int, int] = (0, 0)
+    stride_model: int = 150
+    slide: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    elapsed: float = 0.0
+    complete: bool = False
+
+    def __post_init__(self) -> None:
+        self.class_colors = [tuple(int(v) for v in c) for c in self.class_colors]
+        self.class_names = [str(n) for n in self.class_names]
+        self.origin = (int(self.origin[0]), int(self.origin[1]))
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def empty(
+        cls,
+        grid: PatchGrid,
+        class_names: list[str],
+        class_colors: list[tuple[int, int, int]],
+        *,
+        mpp: float,
+        slide: dict[str, Any] | None = None,
+        model: dict[str, Any] | None = None,
+    ) -> TissueMap:
+        """A map of ``grid`` with every patch pending."""
+        n = len(class_names)
+        return cls(
+            probs=np.full((grid.rows, grid.cols, n), np.nan, dtype=np.float32),
+            state=np.zeros((grid.rows, grid.cols), dtype=np.uint8),
+            class_names=list(class_names),
+            class_colors=list(class_colors),
+            patch_size=grid.patch_size,
+            stride=grid.stride,
+            mpp=float(mpp),
+            origin=grid.origin,
+            stride_model=grid.stride_model,
+            slide=dict(slide or {}),
+            model=dict(model or {}),
+        )
+
+    # --- geometry -----------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def cols(self) -> int:
+        return int(self.state.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def patch_box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of a patch in level-0 pixels."""
+        return patch_box(self.origin, self.patch_size, self.stride, row, col)
+
+    def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """(row, col) of the patch under level-0 point (x, y) (nearest centre), or None."""
+        return patch_at(self.origin, self.patch_size, self.stride, self.rows, self.cols, x, y)
+
+    # --- statistics ---------------------------------------------------------------------
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int16 (rows, cols): the most probable class, -1 where not classified."""
+        out = np.full(self.state.shape, -1, dtype=np.int16)
+        done = self.state == CLASSIFIED
+        if done.any():
+            out[done] = np.argmax(self.probs[done], axis=-1)
+        return out
+
+    @property
+    def classified_count(self) -> int:
+        return int(np.count_nonzero(self.state == CLASSIFIED))
+
+    @property
+    def background_count(self) -> int:
+        return int(np.count_nonzero(self.state == BACKGROUND))
+
+    @property
+    def pending_count(self) -> int:
+        return int(np.count_nonzero(self.state == PENDING))
+
+    def counts(self) -> dict[str, int]:
+        """Classified patches per class (argmax), in class order."""
+        labels = self.labels
+        hist = np.bincount(labels[labels >= 0].ravel(), minlength=self.num_classes)
+        return {name: int(hist[i]) for i, name in enumerate(self.class_names)}
+
+    def fractions(self) -> dict[str, float]:
+        """Share of each class among the classified (tissue) patches; zeros if none."""
+        counts = self.counts()
+        total = sum(counts.values())
+        return {k: (v / total if total else 0.0) for k, v in counts.items()}
+
+    @property
+    def patch_area_mm2(self) -> float:
+        """Slide area one grid cell stands for: stride x stride level-0 pixels, in mm2.
+
+        With the default non-overlapping grid this is the patch area; with overlapping
+        (or gapped) patches each patch stands for its share of the grid, so areas add
+        up to the mapped area instead of counting overlaps twice.
+        """
+        side_mm = self.stride * self.mpp / 1000.0
+        return side_mm * side_mm
+
+    def areas_mm2(self) -> dict[str, float]:
+        """Area per class in mm2 (classified patches x :attr:`patch_area_mm2`)."""
+        a = self.patch_area_mm2
+        return {k: v * a for k, v in self.counts().items()}
+
+    # --- files --------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the arrays, JSON-safe (stored in the .npz as a JSON string)."""
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "class_names": self.class_names,
+            "class_colors": [list(c) for c in self.class_colors],
+            "patch_size": int(self.patch_size),
+            "stride": int(self.stride),
+            "origin": list(self.origin),
+            "rows": self.rows,
+            "cols": self.cols,
+            "mpp": float(self.mpp),
+            "stride_model": int(self.stride_model),
+            "slide": _json_safe(self.slide),
+            "model": _json_safe(self.model),
+            "elapsed": float(self.elapsed),
+            "complete": bool(self.complete),
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`save` writes: probs, state and the metadata JSON string."""
+        return {
+            "probs": np.ascontiguousarray(self.probs, dtype=np.float32),
+            "state": np.ascontiguousarray(self.state, dtype=np.uint8),
+            "metadata": np.array(json.dumps(self.metadata())),
+        }
+
+    def save(self, path: str | Path, *, extra: dict[str, np.ndarray] | None = None) -> None:
+        """Write the map atomically to ``path`` (.npz, no pickled objects).
+
+        ``extra`` arrays are stored beside the map's own (exports use it to add
+        labels and coordinates); :meth:`load` ignores them.
+        """
+        arrays = {**(extra or {}), **self.arrays()}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TissueMap:
+        """Read a map written by :meth:`save`.
+
+        Raises TissueMapError for a missing, damaged or foreign file, or one written by
+        a newer HistoViewer (unknown format version).
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in ("probs", "state", "metadata")}
+        except FileNotFoundError:
+            raise TissueMapError(
+                f"cannot read tissue map {path}: the file does not exist"
+            ) from None
+        except KeyError as exc:
+            raise TissueMapError(
+                f"{path} is not a HistoViewer tissue map (it has no {exc} array)"
+            ) from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise TissueMapError(
+                f"cannot read tissue map {path}: the file is damaged or not a map ({exc})"
+            ) from None
+        try:
+            meta = json.loads(str(arrays["metadata"]))
+        except (ValueError, TypeError):
+            raise TissueMapError(f"{path} is damaged: its metadata is not valid JSON") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise TissueMapError(f"{path} is not a HistoViewer tissue map")
+        version = meta.get("version")
+        if version != FORMAT_VERSION:
+            raise TissueMapError(
+                f"{path} is a tissue map of format version {version!r}, which this version "
+                f"of HistoViewer cannot read (it reads version {FORMAT_VERSION})"
+            )
+        return cls._from_parts(path, arrays["probs"], arrays["state"], meta)
+
+    @classmethod
+    def _from_parts(
+        cls, path: Path, probs: np.ndarray, state: np.ndarray, meta: dict[str, Any]
+    ) -> TissueMap:
+        try:
+            names = list(meta["class_names"])
+            rows, cols = int(meta["rows"]), int(meta["cols"])
+            tmap = cls(
+                probs=probs,
+                state=state,
+                class_names=names,
+                class_colors=[tuple(c) for c in meta["class_colors"]],
+                patch_size=int(meta["patch_size"]),
+                stride=int(meta["stride"]),
+                mpp=float(meta["mpp"]),
+                origin=tuple(meta["origin"]),
+                stride_model=int(meta["stride_model"]),
+                slide=dict(meta.get("slide") or {}),
+                model=dict(meta.get("model") or {}),
+                elapsed=float(meta.get("elapsed", 0.0)),
+                complete=bool(meta.get("complete", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TissueMapError(
+                f"{path} is damaged: its metadata lacks or garbles {exc}"
+            ) from None
+        ok = (
+            probs.dtype == np.float32
+            and state.dtype == np.uint8
+            and probs.shape == (rows, cols, len(names))
+            and state.shape == (rows, cols)
+            and len(tmap.class_colors) == len(names)
+            and np.isin(state, (PENDING, CLASSIFIED, BACKGROUND)).all()
+            and tmap.patch_size > 0
+            and tmap.stride > 0
+            and math.isfinite(tmap.mpp)
+            and tmap.mpp > 0
+        )
+        if not ok:
+            raise TissueMapError(f"{path} is damaged: its arrays do not match its metadata")
+        return tmap
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars, tuples and paths turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

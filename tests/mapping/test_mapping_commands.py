@@ -1,0 +1,226 @@
+"""The info, map and benchmark subcommands, through a small argparse harness."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from histoviewer.errors import HistoViewerError, ModelError, SlideError
+from histoviewer.mapping import commands
+from histoviewer.mapping.tissue_map import TissueMap
+from histoviewer.model import ModelInfo, build_network, save_model
+from histoviewer.slide.synthetic import write_strip_tiff
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="histoviewer")
+    commands.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def big_slide(tmp_path_factory):
+    """A 5000 x 5000 uncompressed strip TIFF like the CRC-Prim-HE slides."""
+    path = tmp_path_factory.mktemp("slides") / "CRC-Prim-HE-99_APPLICATION.tif"
+    write_strip_tiff(path, width=5000, height=5000, seed=4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recipe_checkpoint(tmp_path_factory):
+    """What the tutorial saves: {'state_dict': ...} of a ResNet-50 in a .pth.tar."""
+    path = tmp_path_factory.mktemp("models") / "best_model.pth.tar"
+    torch.manual_seed(1)
+    torch.save({"state_dict": build_network("resnet50", 8).state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small safetensors model (ResNet-18 at 32 px) for the tests that need no ResNet-50."""
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    torch.manual_seed(2)
+    info = ModelInfo.recipe("resnet18", input_size=32, name="tiny")
+    save_model(path, build_network("resnet18", 8), info)
+    return path
+
+
+def test_info_describes_the_slide(big_slide, capsys):
+    args = parse(["info", str(big_slide)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "TIFF (strips)" in out
+    assert "5000 x 5000 px" in out and "2.48 x 2.48 mm" in out
+    assert "0.495 um/px" in out
+    assert "level 0: 5000 x 5000 px" in out
+    assert "33 x 33 = 1089" in out
+
+
+def test_info_on_a_missing_file_is_a_slide_error(tmp_path):
+    args = parse(["info", str(tmp_path / "nope.svs")])
+    with pytest.raises(SlideError):
+        args.func(args)
+
+
+def test_map_writes_every_export(big_slide, recipe_checkpoint, tmp_path, capsys):
+    out = tmp_path / "maps"
+    args = parse(
+        [
+            "map",
+            str(big_slide),
+            "--model",
+            str(recipe_checkpoint),
+            "--out",
+            str(out),
+            "--stride",
+            "2400",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "16",
+        ]
+    )
+    assert args.func(args) == 0
+    stem = big_slide.stem
+    for suffix in (".geojson", ".csv", ".png", ".npz", ".summary.json"):
+        assert (out / f"{stem}{suffix}").is_file(), suffix
+    tmap = TissueMap.load(out / f"{stem}.npz")
+    assert (tmap.rows, tmap.cols, tmap.stride, tmap.stride_model) == (3, 3, 2400, 2400)
+    assert tmap.complete and tmap.classified_count > 0
+    assert tmap.model["arch"] == "resnet50" and tmap.model["input_size"] == 224
+    with open(out / f"{stem}.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 1 + 9 and rows[0][7:] == tmap.class_names
+    features = json.loads((out / f"{stem}.geojson").read_text())["features"]
+    assert len(features) == tmap.classified_count
+    assert Image.open(out / f"{stem}.png").size == (3 * 32, 3 * 32)
+    captured = capsys.readouterr()
+    line = captured.out.strip().splitlines()[-1]
+    assert line.startswith(f"{big_slide.name}: {tmap.classified_count} patches classified")
+    assert "patches/s" in line and "%" in line
+    assert f"{tmap.classified_count}/{tmap.classified_count} patches" in captured.err
+
+
+def test_map_formats_and_no_skip(big_slide, tiny_model, tmp_path):
+    out = tmp_path / "maps"
+    args = parse(
+        [
+            "map",
+            str(big_slide),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--stride",
+            "2400",
+            "--formats",
+            "npz,png",
+            "--no-skip-background",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert args.func(args) == 0
+    assert sorted(p.suffix for p in out.iterdir()) == [".npz", ".png"]
+    tmap = TissueMap.load(out / f"{big_slide.stem}.npz")
+    assert tmap.classified_count == tmap.rows * tmap.cols == 9
+
+
+def test_map_skips_a_broken_slide_among_several(big_slide, tiny_model, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00" + b"\x00" * 20)
+    out = tmp_path / "maps"
+    args = parse(
+        [
+            "map",
+            str(broken),
+            str(big_slide),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--stride",
+            "2400",
+            "--formats",
+            "csv",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert args.func(args) == 1
+    assert (out / f"{big_slide.stem}.csv").is_file()
+    assert not (out / "broken.csv").exists()
+    assert "broken.tif" in capsys.readouterr().err
+
+
+def test_map_with_a_bad_model_is_a_model_error(big_slide, tmp_path):
+    bad = tmp_path / "model.pth.tar"
+    bad.write_bytes(b"not a checkpoint")
+    args = parse(["map", str(big_slide), "--model", str(bad), "--out", str(tmp_path)])
+    with pytest.raises(ModelError):
+        args.func(args)
+
+
+def test_map_refuses_two_slides_with_one_name(tmp_path):
+    a, b = tmp_path / "a" / "s.tif", tmp_path / "b" / "s.tif"
+    args = parse(["map", str(a), str(b), "--model", "m", "--out", str(tmp_path)])
+    with pytest.raises(HistoViewerError, match="separate --out"):
+        args.func(args)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--stride", "0"],
+        ["--batch-size", "-1"],
+        ["--formats", "png,tiff"],
+    ],
+)
+def test_map_rejects_bad_options(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse(["map", "s.tif", "--model", "m", "--out", "o", *argv])
+    assert "error" in capsys.readouterr().err
+
+
+def test_benchmark_command_reports_both_sides(capsys):
+    args = parse(
+        [
+            "benchmark",
+            "--arch",
+            "resnet18",
+            "--input-size",
+            "32",
+            "--patches",
+            "12",
+            "--slide-size",
+            "600",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ]
+    )
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "12 patches" in out and "engine float32" in out
+    rates = [
+        float(line.split()[1])
+        for line in out.splitlines()
+        if line.startswith(("baseline ", "engine "))
+    ]
+    assert len(rates) == 2 and all(r > 0 for r in rates)
+    assert "speed-up:" in out and "model load" in out and "first batch" in out
+    # Same weights and patches, float32 on both sides: the same classes and nearly the
+    # same probabilities (PIL and torch resize differ slightly).
+    agreement = float(out.split("agreement: ")[1].split(" %")[0])
+    largest = float(out.split("largest probability difference ")[1].split()[0])
+    assert agreement >= 90.0 and largest < 0.05
+    assert "running the engine" in captured.err

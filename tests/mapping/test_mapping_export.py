@@ -1,0 +1,143 @@
+"""Exports: GeoJSON for QuPath, CSV, PNG, NPZ and the summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from mapping_support import COLORS, NAMES, sample_map
+from PIL import Image
+
+from histoviewer.mapping.export import (
+    BACKGROUND_COLOR,
+    PENDING_COLOR,
+    export_all,
+    export_csv,
+    export_geojson,
+    export_npz,
+    export_png,
+    parse_formats,
+    png_scale,
+    summarize,
+    summary_line,
+)
+from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
+
+
+def test_geojson_has_one_qupath_tile_per_classified_patch(tmp_path):
+    tmap = sample_map()
+    path = tmp_path / "m.geojson"
+    export_geojson(tmap, path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["type"] == "FeatureCollection"
+    features = data["features"]
+    assert len(features) == tmap.classified_count == 8  # background and pending left out
+    seen = set()
+    for feature in features:
+        assert feature["type"] == "Feature"
+        geometry = feature["geometry"]
+        assert geometry["type"] == "Polygon"
+        ring = geometry["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) == 5  # closed square
+        xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+        x, y = min(xs), min(ys)
+        assert max(xs) - x == 150 and max(ys) - y == 150
+        row, col = tmap.patch_at(x + 75, y + 75)
+        assert tmap.patch_box(row, col) == (x, y, 150, 150)
+        assert tmap.state[row, col] == CLASSIFIED
+        seen.add((row, col))
+        props = feature["properties"]
+        assert props["objectType"] == "tile"
+        label = int(tmap.labels[row, col])
+        assert props["classification"] == {"name": NAMES[label], "color": list(COLORS[label])}
+        measured = [props["measurements"][f"{n} probability"] for n in NAMES]
+        np.testing.assert_allclose(measured, tmap.probs[row, col], atol=1e-6)
+    assert len(seen) == 8
+
+
+def test_csv_has_a_row_per_patch_and_a_column_per_class(tmp_path):
+    tmap = sample_map()
+    path = tmp_path / "m.csv"
+    export_csv(tmap, path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["row", "col", "x", "y", "width", "height", "class", *NAMES]
+    body = rows[1:]
+    assert len(body) == tmap.rows * tmap.cols
+    by_cell = {(int(r[0]), int(r[1])): r for r in body}
+    assert by_cell[(0, 2)][2:7] == ["300", "0", "150", "150", "tumor"]
+    assert [float(v) for v in by_cell[(0, 2)][7:]] == pytest.approx([0.7, 0.2, 0.1])
+    assert by_cell[(1, 3)][6:] == ["background", "", "", ""]
+    assert by_cell[(2, 3)][6:] == ["pending", "", "", ""]
+    assert by_cell[(2, 0)][6] == "empty"
+
+
+def test_png_shows_each_patch_in_its_class_colour(tmp_path):
+    tmap = sample_map()
+    path = tmp_path / "m.png"
+    export_png(tmap, path)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    k = png_scale(3, 4)
+    assert k == 32  # 1024 // 4 would be 256: capped
+    assert image.shape == (3 * k, 4 * k, 3)
+    centre = lambda r, c: tuple(image[r * k + k // 2, c * k + k // 2])  # noqa: E731
+    assert centre(0, 0) == COLORS[0]
+    assert centre(1, 1) == COLORS[1]
+    assert centre(1, 3) == BACKGROUND_COLOR
+    assert centre(2, 0) == COLORS[2]
+    assert centre(2, 2) == PENDING_COLOR
+    # Nearest neighbour: a cell is one flat colour, no blending at its edges.
+    assert len({tuple(p) for p in image[:k, :k].reshape(-1, 3)}) == 1
+
+
+def test_png_scale_targets_about_1024_px():
+    assert png_scale(33, 33) == 31
+    assert png_scale(2000, 500) == 1
+
+
+def test_npz_holds_probabilities_labels_and_coordinates(tmp_path):
+    tmap = sample_map()
+    path = tmp_path / "m.npz"
+    export_npz(tmap, path)
+    with np.load(path, allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["probs"], tmap.probs)
+        np.testing.assert_array_equal(data["state"], tmap.state)
+        np.testing.assert_array_equal(data["labels"], tmap.labels)
+        assert data["class_names"].tolist() == NAMES
+        assert data["x"].tolist() == [0, 150, 300, 450]
+        assert data["y"].tolist() == [0, 150, 300]
+    # The export is also a tissue map HistoViewer can open again.
+    again = TissueMap.load(path)
+    np.testing.assert_array_equal(again.probs, tmap.probs)
+
+
+def test_summary_counts_fractions_and_areas():
+    summary = summarize(sample_map())
+    classes = {c["name"]: c for c in summary["classes"]}
+    assert classes["tumor"]["count"] == 4 and classes["tumor"]["fraction"] == 0.5
+    assert classes["stroma"]["area_mm2"] == pytest.approx(3 * 0.075**2)
+    assert (summary["classified"], summary["background"], summary["pending"]) == (8, 1, 3)
+    assert summary["patches"] == 12 and summary["complete"] is False
+    assert summary["tissue_area_mm2"] == pytest.approx(8 * 0.075**2)
+    assert summary_line(sample_map()) == "tumor 50.0 %, stroma 37.5 %, empty 12.5 %"
+
+
+def test_export_all_writes_every_format_atomically(tmp_path):
+    out = tmp_path / "out"
+    written = export_all(sample_map(), out, "slide-1", ["png", "csv", "geojson", "npz", "summary"])
+    assert set(written) == {"png", "csv", "geojson", "npz", "summary"}
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["slide-1.png", "slide-1.csv", "slide-1.geojson", "slide-1.npz", "slide-1.summary.json"]
+    )
+    assert json.loads((out / "slide-1.summary.json").read_text())["classified"] == 8
+
+
+def test_parse_formats():
+    assert parse_formats("geojson, CSV,png,csv") == ["geojson", "csv", "png"]
+    with pytest.raises(ValueError, match="tiff"):
+        parse_formats("png,tiff")
+    with pytest.raises(ValueError, match="no export format"):
+        parse_formats(" , ")
