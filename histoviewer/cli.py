@@ -1,0 +1,109 @@
+"""The `histoviewer` command: the GUI by default, and headless subcommands.
+
+    histoviewer [SLIDE]                  open the viewer (optionally on a slide)
+    histoviewer gui [SLIDE]              the same
+    histoviewer info SLIDE               format, levels, sizes, um/px
+    histoviewer map SLIDE... --out DIR   tissue maps and exports
+    histoviewer train DATA --out DIR     fit a model on labelled tiles
+    histoviewer evaluate MODEL DATA      test metrics of a model
+    histoviewer benchmark                engine vs recipe-style baseline
+
+Errors caused by the input (HistoViewerError) are printed as one line on
+stderr with exit status 1; usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from histoviewer import __version__
+from histoviewer.errors import HistoViewerError
+
+log = logging.getLogger("histoviewer")
+
+SUBCOMMANDS = ("gui", "info", "map", "benchmark", "train", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="histoviewer",
+        description="Map tissue types across whole H&E histology slides.",
+        epilog="Run 'histoviewer COMMAND --help' for the options of a command. "
+        "With no command, the viewer opens.",
+    )
+    parser.add_argument("--version", action="version", version=f"histoviewer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for unexpected errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", help="open the viewer (the default)")
+    gui.add_argument("slide", nargs="?", help="a slide to open")
+    gui.set_defaults(func=_run_gui)
+
+    from histoviewer.mapping import commands as mapping_commands
+    from histoviewer.training import commands as training_commands
+
+    mapping_commands.register(sub)
+    training_commands.register(sub)
+    return parser
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    try:
+        from histoviewer.gui.app import main as gui_main
+    except ImportError as exc:
+        raise HistoViewerError(f"the viewer cannot start: {exc} (is PySide6 installed?)") from None
+    return gui_main([args.slide] if args.slide else [])
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """`histoviewer SLIDE` is short for `histoviewer gui SLIDE`."""
+    options = [a for a in argv if a.startswith("-")]
+    positional = [a for a in argv if not a.startswith("-")]
+    if not positional:
+        if any(o in ("-h", "--help", "--version") for o in options):
+            return argv
+        return [*argv, "gui"]
+    if positional[0] not in SUBCOMMANDS:
+        return [*options, "gui", *positional]
+    return argv
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("histoviewer: %(message)s"))
+    root = logging.getLogger("histoviewer")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_normalise_argv(argv))
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except HistoViewerError as exc:
+        print(f"histoviewer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("histoviewer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, unless --debug asks for more
+        if args.debug:
+            raise
+        print(
+            f"histoviewer: unexpected error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for details and please report it)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,83 @@
+"""The top-level command: dispatch, one-line errors, exit codes."""
+
+import pytest
+
+from histoviewer import cli
+from histoviewer.slide.synthetic import write_strip_tiff
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("histoviewer ")
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in cli.SUBCOMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["gui"]),
+        (["slide.svs"], ["gui", "slide.svs"]),
+        (["-v", "slide.svs"], ["-v", "gui", "slide.svs"]),
+        (["gui", "slide.svs"], ["gui", "slide.svs"]),
+        (["map", "a.tif", "--out", "o"], ["map", "a.tif", "--out", "o"]),
+        (["--help"], ["--help"]),
+    ],
+)
+def test_a_bare_slide_opens_the_viewer(argv, expected):
+    assert cli._normalise_argv(argv) == expected
+
+
+def test_info_prints_the_slide_geometry(capsys, tmp_path):
+    path = write_strip_tiff(tmp_path / "s.tif", width=400, height=300)
+    code, out, err = run(capsys, "info", str(path))
+    assert code == 0, err
+    assert "400 x 300" in out and "0.495" in out
+
+
+def test_bad_input_is_one_line_and_exit_1(capsys, tmp_path):
+    missing = tmp_path / "nope.svs"
+    code, out, err = run(capsys, "info", str(missing))
+    assert out == ""
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("histoviewer: error:")
+    assert "nope.svs" in lines[0] and "Traceback" not in err
+
+    not_a_slide = tmp_path / "notes.tif"
+    not_a_slide.write_text("this is not an image")
+    code, _, err = run(capsys, "info", str(not_a_slide))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "notes.tif" in err
+
+
+def test_bad_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["map", "--stride"])
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(capsys, monkeypatch, tmp_path):
+    path = write_strip_tiff(tmp_path / "s.tif", width=400, height=300)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr("histoviewer.mapping.commands.open_slide", broken, raising=False)
+    monkeypatch.setattr("histoviewer.slide.open_slide", broken)
+    code, _, err = run(capsys, "info", str(path))
+    assert code == 1 and "unexpected error: ZeroDivisionError: bug" in err
+    assert "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "info", str(path)])
