@@ -20,6 +20,16 @@ from typing import IO
 from histoviewer.errors import StorageError
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once, at import time.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def storage_error(path: Path, exc: OSError) -> StorageError:
     """A user-facing error for a failed write to ``path``."""
     if exc.errno == errno.ENOSPC:
@@ -48,6 +58,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)

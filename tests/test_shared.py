@@ -23,6 +23,14 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["result.txt"]  # no temp file left behind
 
 
+def test_atomic_write_gives_files_the_usual_permissions(tmp_path):
+    target = tmp_path / "export.csv"
+    fileio.atomic_write_text(target, "row")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("row")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_atomic_write_disk_full_is_a_clear_error(tmp_path, monkeypatch):
     target = tmp_path / "map.npz"
     fileio.atomic_write_bytes(target, b"old")
