@@ -3,11 +3,19 @@
 ``register(subparsers)`` adds them to the ``histoviewer`` parser (cli.py); each sets
 ``func`` to a ``run_...(args) -> int`` function. Errors caused by the input are
 raised as HistoViewerError for cli.py to print as one line.
+
+``map`` with one slide file writes that slide's exports. With several slides, a folder
+or ``--slides-from`` it maps a batch (mapping/batch.py): sidecars let a rerun skip
+slides already mapped with the same model, a failing slide does not stop the others,
+and DIR/summary.csv lists every slide. Launched by torchrun
+(``torchrun --nproc_per_node N -m histoviewer map ...``) the batch is shared out over
+the processes, one GPU each.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import sys
 import time
@@ -36,9 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "map",
         help="map tissue classes across slides and export the maps",
         description="Classify every tissue patch of each slide and write "
-        "DIR/<slide name>.<format> for each export format.",
+        "DIR/<slide name>.<format> for each export format. A batch (several slides, a "
+        "folder or --slides-from) also writes DIR/<slide name>.map.json per slide, skips "
+        "slides already mapped with the same model and options, goes on past a failing "
+        "slide (exit status 1 at the end) and writes DIR/summary.csv. Under torchrun the "
+        "slides are shared out over the processes, one GPU each.",
     )
-    mapper.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files")
+    mapper.add_argument(
+        "slides",
+        nargs="*",
+        metavar="SLIDE",
+        help="slide files, or folders whose slides are all mapped",
+    )
+    mapper.add_argument(
+        "--slides-from",
+        metavar="LIST",
+        help="a text file naming one slide per line (relative to the file's folder; "
+        "# starts a comment)",
+    )
     mapper.add_argument(
         "--model",
         required=True,
@@ -53,7 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="patch stride in model pixels (default 150: no overlap; smaller values overlap)",
     )
-    mapper.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    mapper.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default), cpu, cuda, cuda:N, mps; under torchrun each process uses "
+        "the GPU of its LOCAL_RANK",
+    )
     mapper.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -158,70 +186,142 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def run_map(args: argparse.Namespace) -> int:
-    """Map each slide, write its exports and print one summary line per slide.
+    """Map the slides, write their exports and print one line per slide.
 
-    With several slides, a slide that cannot be read is reported and skipped (exit
-    status 1 at the end); a model, device or disk problem stops everything.
+    One slide file: its exports, and a slide that cannot be read is an error. A batch
+    (several slides, a folder, ``--slides-from`` or torchrun): see mapping/batch.py;
+    exit status 1 if any slide failed. A model, device or disk problem stops everything.
     """
-    from histoviewer.mapping.engine import map_slide
-    from histoviewer.model import load_model
-    from histoviewer.slide import open_slide
+    from histoviewer import distributed
+    from histoviewer.mapping import batch
 
-    slides = [Path(s) for s in args.slides]
-    stems: dict[str, Path] = {}
-    for path in slides:
-        if path.stem in stems and stems[path.stem] != path:
-            raise HistoViewerError(
-                f"{stems[path.stem]} and {path} would both be exported as '{path.stem}.*' "
-                "in the same folder; map them with separate --out folders"
-            )
-        stems[path.stem] = path
+    inputs = list(args.slides or [])
+    slides_from = getattr(args, "slides_from", None)
+    if not inputs and slides_from is None:
+        raise HistoViewerError("no slides to map: name slide files or folders, or --slides-from")
+    slides = batch.expand_slides(inputs, slides_from)
+    batch.check_stems(slides)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise HistoViewerError(f"--out {out_dir} exists and is not a folder")
     formats = args.formats if isinstance(args.formats, list) else _formats(args.formats)
-    quiet = bool(getattr(args, "quiet", False))
+    single = len(inputs) == 1 and slides_from is None and not Path(inputs[0]).is_dir()
+    if single and not distributed.launched_by_torchrun():
+        return _map_one_slide(args, slides[0], out_dir, formats)
+    if "csv" in formats and any(p.stem == Path(batch.SUMMARY_FILE).stem for p in slides):
+        raise HistoViewerError(
+            f"a slide named 'summary' would overwrite the batch's {batch.SUMMARY_FILE}; "
+            "rename it or map it with another --out folder"
+        )
+    # The processes only exchange a few small objects (gloo, on the CPU whatever they
+    # compute on), but the last exchange waits for the slowest process: allow a day.
+    with distributed.session(
+        args.device, backend="gloo", timeout=datetime.timedelta(hours=24)
+    ) as ctx:
+        return _map_batch(args, slides, out_dir, formats, ctx)
+
+
+def _load(args: argparse.Namespace, device):
+    from histoviewer.model import load_model
 
     started = time.perf_counter()
-    classifier = load_model(args.model, device=args.device)
+    classifier = load_model(args.model, device=device)
     log.info("loaded %r in %.1f s", classifier, time.perf_counter() - started)
+    return classifier
 
-    failures = 0
-    for path in dict.fromkeys(slides):
-        try:
-            reporter = _ProgressReporter(path.name, enabled=not quiet)
-            with open_slide(path) as slide, reporter:
-                tmap = map_slide(
-                    slide,
-                    classifier,
-                    stride=args.stride,
-                    batch_size=args.batch_size,
-                    skip_background=args.skip_background,
-                    precision=getattr(args, "precision", "auto"),
-                    progress=reporter,
-                )
-        except SlideError as exc:
-            if len(slides) == 1:
-                raise
-            failures += 1
-            print(f"histoviewer: error: {exc}", file=sys.stderr)
-            continue
-        export_all(tmap, out_dir, path.stem, formats)
-        n = tmap.classified_count
-        rate = n / tmap.elapsed if tmap.elapsed > 0 else 0.0
-        print(
-            f"{path.name}: {n} patches classified, {tmap.background_count} background, "
-            f"{tmap.elapsed:.1f} s, {rate:.1f} patches/s; {summary_line(tmap)}"
+
+def _map_one_slide(args: argparse.Namespace, path: Path, out_dir: Path, formats) -> int:
+    from histoviewer.mapping.engine import map_slide
+    from histoviewer.slide import open_slide
+
+    classifier = _load(args, args.device)
+    reporter = _ProgressReporter(path.name, enabled=not getattr(args, "quiet", False))
+    with open_slide(path) as slide, reporter:
+        tmap = map_slide(
+            slide,
+            classifier,
+            stride=args.stride,
+            batch_size=args.batch_size,
+            skip_background=args.skip_background,
+            precision=getattr(args, "precision", "auto"),
+            progress=reporter,
         )
-    return 1 if failures else 0
+    export_all(tmap, out_dir, path.stem, formats)
+    n = tmap.classified_count
+    rate = n / tmap.elapsed if tmap.elapsed > 0 else 0.0
+    print(
+        f"{path.name}: {n} patches classified, {tmap.background_count} background, "
+        f"{tmap.elapsed:.1f} s, {rate:.1f} patches/s; {summary_line(tmap)}"
+    )
+    return 0
+
+
+def _map_batch(args: argparse.Namespace, slides, out_dir: Path, formats, ctx) -> int:
+    from histoviewer.mapping import batch
+
+    classifier = _load(args, ctx.device)
+    quiet = bool(getattr(args, "quiet", False))
+    options = batch.BatchOptions(
+        stride=args.stride,
+        batch_size=args.batch_size,
+        skip_background=args.skip_background,
+        precision=getattr(args, "precision", "auto"),
+        formats=tuple(formats),
+    )
+    prefix = f"[{ctx.rank}] " if ctx.is_distributed else ""
+    reporters: list[_ProgressReporter] = []
+
+    def progress_for(slide: Path) -> _ProgressReporter:
+        # Bars from several processes would overwrite each other on one terminal.
+        reporter = _ProgressReporter(
+            prefix + slide.name, enabled=not quiet, bars=not ctx.is_distributed
+        )
+        reporters.append(reporter)
+        return reporter
+
+    def on_slide(o: batch.SlideOutcome) -> None:
+        while reporters:
+            reporters.pop().__exit__(None, None, None)
+        name = Path(o.slide).name
+        if o.status == batch.MAPPED:
+            shown = sorted(o.fractions.items(), key=lambda kv: -kv[1])
+            classes = ", ".join(f"{k} {100 * v:.1f} %" for k, v in shown if v > 0)
+            print(
+                f"{name}: {o.patches} patches classified, {o.background} background, "
+                f"{o.seconds:.1f} s, {o.patches_per_s:.1f} patches/s; "
+                f"{classes or 'no tissue classified'}",
+                flush=True,
+            )
+        elif o.status == batch.SKIPPED and not quiet:
+            print(f"{name}: skipped, already mapped with this model", flush=True)
+
+    outcomes = batch.map_batch(
+        slides, classifier, options, out_dir, ctx, on_slide=on_slide, progress_for=progress_for
+    )
+    failed = [o for o in outcomes if o.status == batch.FAILED]
+    if ctx.is_main:
+        for o in failed:
+            print(f"histoviewer: error: {Path(o.slide).name} failed: {o.error}", file=sys.stderr)
+        if not quiet:
+            counts = {s: sum(o.status == s for o in outcomes) for s in batch.STATUSES}
+            print(
+                f"{len(outcomes)} slide(s): {counts[batch.MAPPED]} mapped, "
+                f"{counts[batch.SKIPPED]} skipped, {counts[batch.FAILED]} failed; "
+                f"summary in {out_dir / batch.SUMMARY_FILE}"
+            )
+    return 1 if failed else 0
 
 
 class _ProgressReporter:
-    """A tqdm bar on a terminal, otherwise a plain line on stderr every few seconds."""
+    """A tqdm bar on a terminal (unless ``bars`` is off), otherwise a plain line on stderr
+    every few seconds."""
 
-    def __init__(self, name: str, *, enabled: bool = True, every: float = 10.0) -> None:
+    def __init__(
+        self, name: str, *, enabled: bool = True, every: float = 10.0, bars: bool = True
+    ) -> None:
         self.name = name
         self.enabled = enabled
+        self.bars = bars
         self.every = every
         self.bar = None
         self.last = 0.0
@@ -232,7 +332,7 @@ class _ProgressReporter:
     def __call__(self, p) -> None:
         if not self.enabled:
             return
-        if sys.stderr.isatty() and self._tqdm(p):
+        if self.bars and sys.stderr.isatty() and self._tqdm(p):
             return
         now = time.monotonic()
         if p.done == p.total or now - self.last >= self.every:

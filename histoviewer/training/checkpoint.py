@@ -5,7 +5,9 @@ only, no pickled objects): ``format``, ``version``, ``model`` (state_dict), ``in
 (ModelInfo dict, so :func:`histoviewer.model.load_model` accepts the file), ``optimizer``,
 ``scheduler``, ``epoch`` (completed epochs), ``config`` (TrainConfig dict), ``history``
 (one dict per epoch), ``best_val_loss``, ``best_epoch``, ``data`` (class folders, split
-counts and a fingerprint of the split) and ``rng`` (torch, CUDA, Python and NumPy states).
+counts and a fingerprint of the split), ``rng`` (torch, CUDA, Python and NumPy states)
+and ``processes`` (how many torchrun processes trained it; rank 0 writes the file, with
+the bare network's weights, never DDP's "module."-prefixed ones).
 Written atomically: an interrupted write leaves the previous file intact.
 """
 

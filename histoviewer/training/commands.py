@@ -5,19 +5,26 @@
 
 cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
 training stops at the next batch and leaves a resumable checkpoint.
+
+Launched by torchrun (``torchrun --nproc_per_node N -m histoviewer train ...``),
+`train` runs one process per GPU with DistributedDataParallel; only rank 0 prints and
+writes files. Ctrl-C is then handled by torchrun, which stops every process; the run
+resumes with ``--resume`` from the last completed epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+from histoviewer import distributed
 from histoviewer.tasks import CancelToken
-from histoviewer.training.config import PRESETS, preset
+from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
 from histoviewer.training.evaluation import evaluate_model, format_metrics
 from histoviewer.training.split import SPLITS
 from histoviewer.training.trainer import TrainEvent, fit, resume_config
@@ -28,6 +35,7 @@ _OVERRIDES = {
     "batch_size": "batch_size",
     "image_size": "image_size",
     "lr": "lr",
+    "optimizer": "optimizer",
     "device": "device",
     "limit_per_class": "limit_per_class",
     "arch": "arch",
@@ -35,6 +43,7 @@ _OVERRIDES = {
     "seed": "seed",
     "threads": "num_threads",
     "compile": "compile",
+    "sync_batchnorm": "sync_batchnorm",
 }
 
 
@@ -62,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, help="images per training batch")
     train.add_argument("--image-size", type=int, metavar="PX", help="network input size")
     train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="adam, adamw or sgd")
     train.add_argument("--arch", help="network (resnet18, resnet34, resnet50, resnet101)")
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     train.add_argument(
@@ -78,6 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help="torch.compile the network (faster on GPUs after a warm-up)",
+    )
+    train.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        default=None,
+        help="under torchrun on GPUs: BatchNorm statistics over the whole batch instead of "
+        "each process's share",
     )
     train.add_argument(
         "--resume", action="store_true", help="continue the run in DIR from its last.pt"
@@ -116,14 +133,21 @@ def _config_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     cancel = CancelToken()
-    bar = _ProgressBar(enabled=not getattr(args, "quiet", False))
-    previous = _install_sigint(cancel)
-    try:
-        result = fit(config, bar, cancel, resume=args.resume)
-    finally:
-        bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    with distributed.session(config.device) as ctx:
+        if not ctx.is_main:
+            # The other processes would repeat rank 0's log lines; keep only their errors.
+            logging.getLogger("histoviewer").setLevel(logging.ERROR)
+        bar = _ProgressBar(enabled=ctx.is_main and not getattr(args, "quiet", False))
+        # Under torchrun, Ctrl-C reaches torchrun, which stops all processes together.
+        previous = None if ctx.is_distributed else _install_sigint(cancel)
+        try:
+            result = fit(config, bar, cancel, resume=args.resume, dist=ctx)
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+    if not ctx.is_main:
+        return 130 if result.cancelled else 0
     out = result.out
     if result.cancelled:
         print(

@@ -35,6 +35,7 @@ RUNTIME_FIELDS = frozenset(
         "channels_last",
         "preset",
         "name",
+        "sync_batchnorm",
     }
 )
 
@@ -65,6 +66,11 @@ class TrainConfig:
     the device supports it), ``channels_last``, ``compile`` (torch.compile the network),
     ``num_threads`` (torch CPU threads, 0 = leave as is), ``workers`` (image decoding
     threads, 0 = auto), ``eval_batch_size`` (0 = 2 x batch_size).
+
+    Under torchrun (several processes, see histoviewer.distributed) ``batch_size`` stays
+    the global batch: each process trains on ``batch_size / processes`` images of every
+    batch. BatchNorm normalises each process's share with its own statistics unless
+    ``sync_batchnorm`` (CUDA only) pools them across processes; a single process ignores it.
     """
 
     preset: str = "recipe"
@@ -109,6 +115,7 @@ class TrainConfig:
     num_threads: int = 0
     workers: int = 0
     eval_batch_size: int = 0
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

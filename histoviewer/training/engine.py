@@ -5,6 +5,17 @@ The tiles live on the device as one uint8 tensor (a quarter of float32's bytes: 
 preprocessed there, so no data loader, worker process or host-to-device copy stands
 between the GPU and its next batch. Values are read back (a device sync) only when a
 progress event is due, not every batch.
+
+Under torchrun (a :class:`~histoviewer.distributed.DistContext` with several processes)
+the network is wrapped in DistributedDataParallel. Every process holds all tiles and
+draws the same seeded permutation each epoch; of every global batch of
+``config.batch_size`` rows, process ``r`` trains on rows ``r, r + P, r + 2P, ...``
+(P processes), so together they see exactly the single-process batches. Each process
+scales its summed loss by ``P / global batch``; DDP's gradient average then equals the
+gradient of the global batch's mean loss, even for an uneven last batch. BatchNorm
+uses each process's share for its batch statistics (``sync_batchnorm`` pools them on
+GPUs); the running statistics are rank 0's, which DDP broadcasts before every forward.
+Evaluation is not sharded: the trainer runs it on rank 0.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from histoviewer.device import autocast_dtype
+from histoviewer.distributed import DistContext
+from histoviewer.errors import DeviceError
 from histoviewer.model import ModelInfo, preprocess
 from histoviewer.tasks import CancelToken
 from histoviewer.training.augment import Augmenter
@@ -44,11 +57,14 @@ class BatchStats:
 
 @dataclass
 class EpochStats:
+    """One epoch's figures over all processes: every process gets the same numbers."""
+
     loss: float
     acc: float
     seconds: float
     images_per_s: float
     lr: float
+    images: int = 0  # training images seen this epoch (all processes together)
 
 
 @dataclass
@@ -104,16 +120,28 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def steps_per_epoch(n_train: int, config: TrainConfig) -> int:
-    return len(_batch_bounds(n_train, config.batch_size, config.drop_last))
+def steps_per_epoch(n_train: int, config: TrainConfig, processes: int = 1) -> int:
+    """Optimiser steps per epoch over ``n_train`` images (the same on every process)."""
+    return len(_batch_bounds(n_train, config.batch_size, config.drop_last, processes))
 
 
-def _batch_bounds(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+def shard(rows: torch.Tensor, rank: int, processes: int) -> torch.Tensor:
+    """Process ``rank``'s share of a global batch: every ``processes``-th row from ``rank``.
+
+    The shares of all ranks are disjoint and together are exactly ``rows``.
+    """
+    return rows if processes == 1 else rows[rank::processes]
+
+
+def _batch_bounds(
+    n: int, batch_size: int, drop_last: bool, processes: int = 1
+) -> list[tuple[int, int]]:
     bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     if len(bounds) > 1:
         last = bounds[-1][1] - bounds[-1][0]
-        # A final batch of one cannot be normalised by BatchNorm in training mode.
-        if last == 1 or (drop_last and last < batch_size):
+        # BatchNorm in training mode cannot normalise a single image, so every process
+        # needs at least two images of the final batch.
+        if last < 2 * processes or (drop_last and last < batch_size):
             bounds.pop()
     return bounds
 
@@ -130,17 +158,38 @@ class Engine:
         images: torch.Tensor,
         labels: torch.Tensor,
         n_train: int,
+        dist: DistContext | None = None,
     ) -> None:
         self.config = config
         self.info = info
         self.device = device
+        self.dist = dist or DistContext(device=device)
+        processes = self.dist.world_size
+        if processes > 1 and config.sync_batchnorm:
+            if device.type != "cuda":
+                raise DeviceError(
+                    "sync_batchnorm needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on "
+                    f"{device.type.upper()} processes; train without it"
+                )
+            network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+        # The bare network: what is evaluated, checkpointed and saved (no "module." prefix).
         self.network = network.to(device=device, memory_format=fmt)
         if device.type == "cuda":
             # Fixed input shapes: let cuDNN time its algorithms once and keep the fastest.
             torch.backends.cudnn.benchmark = True
+        trained: nn.Module = self.network
+        if processes > 1:
+            trained = nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(self.network) if config.compile else self.network
+            torch.compile(trained) if config.compile else trained
+        )
+        # Evaluation runs on one process: through the bare network, since DDP's forward
+        # would wait for the other processes.
+        self.eval_forward: Callable[[torch.Tensor], torch.Tensor] = (
+            self.forward if processes == 1 else self.network
         )
         self.images = images
         self.labels = labels
@@ -149,9 +198,14 @@ class Engine:
             device.type, enabled=self.amp_dtype == torch.float16 and device.type == "cuda"
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.criterion_sum = nn.CrossEntropyLoss(
+            label_smoothing=config.label_smoothing, reduction="sum"
+        )
         self.augment = Augmenter(config)
         self.optimizer = make_optimizer(config, self.network)
-        self.scheduler = make_scheduler(config, self.optimizer, steps_per_epoch(n_train, config))
+        self.scheduler = make_scheduler(
+            config, self.optimizer, steps_per_epoch(n_train, config, processes)
+        )
         self.per_iteration = config.scheduler != "step"
 
     def _autocast(self) -> torch.autocast:
@@ -161,11 +215,12 @@ class Engine:
             enabled=self.amp_dtype is not None,
         )
 
-    def epoch_generator(self, epoch: int) -> torch.Generator:
+    def epoch_generator(self, epoch: int, stream: int = 0) -> torch.Generator:
         """The one source of randomness of an epoch (order and augmentation), seeded by
-        ``seed + epoch``: a resumed epoch replays exactly."""
+        ``seed + epoch``: a resumed epoch replays exactly. ``stream`` > 0 gives another
+        independent sequence (each process's augmentation under torchrun)."""
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.config.seed + epoch)
+        generator.manual_seed(self.config.seed + epoch + stream * 1_000_003)
         return generator
 
     def train_one_epoch(
@@ -178,13 +233,20 @@ class Engine:
         """Train over ``indices`` (tile rows, on the device) once; ``epoch`` counts from 0.
 
         Raises Cancelled at the first batch boundary after ``cancel`` is set; the model is
-        then mid-epoch and the caller must not checkpoint it.
+        then mid-epoch and the caller must not checkpoint it. Under torchrun every process
+        calls this with the same ``indices`` and trains on its share of each batch; the
+        returned figures are summed over all processes (pass no ``cancel`` there: one
+        process stopping alone would leave the others waiting).
         """
         cfg = self.config
+        rank, processes = self.dist.rank, self.dist.world_size
         self.network.train()
         generator = self.epoch_generator(epoch)
+        # The same permutation on every process (same seed, same device type).
         order = indices[torch.randperm(len(indices), generator=generator, device=self.device)]
-        bounds = _batch_bounds(len(order), cfg.batch_size, cfg.drop_last)
+        if processes > 1:
+            generator = self.epoch_generator(epoch, stream=1 + rank)
+        bounds = _batch_bounds(len(order), cfg.batch_size, cfg.drop_last, processes)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -193,7 +255,7 @@ class Engine:
         for b, (lo, hi) in enumerate(bounds):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            rows = order[lo:hi]
+            rows = shard(order[lo:hi], rank, processes)
             y = self.labels[rows]
             x = preprocess(
                 self.augment(self.images[rows], generator),
@@ -202,33 +264,48 @@ class Engine:
             )
             with self._autocast():
                 logits = self.forward(x)
-            loss = self.criterion(logits.float(), y)
+            n = len(rows)
+            if processes == 1:
+                loss = self.criterion(logits.float(), y)
+                batch_loss_sum = loss.detach() * n
+            else:
+                # DDP averages gradients over processes: scaling this share's summed loss
+                # by P / global batch makes that average the global batch's mean gradient.
+                summed = self.criterion_sum(logits.float(), y)
+                loss = summed * (processes / (hi - lo))
+                batch_loss_sum = summed.detach()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.per_iteration:
                 self.scheduler.step()
-            n = hi - lo
             seen += n
-            loss_sum += loss.detach() * n
+            loss_sum += batch_loss_sum
             correct += (logits.detach().argmax(1) == y).sum()
             now = time.perf_counter()
             if on_batch is not None and (
                 now - last_report >= REPORT_INTERVAL_S or b + 1 == len(bounds)
             ):
                 last_report = now
-                on_batch(self._stats("train", b + 1, len(bounds), loss_sum, correct, seen, start))
+                # This process's running figures; the speed counts all processes.
+                stats = self._stats("train", b + 1, len(bounds), loss_sum, correct, seen, start)
+                stats.images_per_s *= processes
+                on_batch(stats)
         if not self.per_iteration:
             self.scheduler.step()  # after the optimizer, once per epoch (the recipe's was before)
-        total = loss_sum.item()  # syncs the device: the timing below is real
+        # .item() syncs the device: the timing below is real.
+        total, hits, seen_all = self.dist.all_reduce_sum(
+            [loss_sum.item(), float(correct.item()), float(seen)]
+        )
         seconds = time.perf_counter() - start
         return EpochStats(
-            loss=total / max(1, seen),
-            acc=int(correct.item()) / max(1, seen),  # over samples, not a mean of batch means
+            loss=total / max(1.0, seen_all),
+            acc=hits / max(1.0, seen_all),  # over samples, not a mean of batch means
             seconds=seconds,
-            images_per_s=seen / seconds if seconds > 0 else 0.0,
+            images_per_s=seen_all / seconds if seconds > 0 else 0.0,
             lr=lr,
+            images=int(seen_all),
         )
 
     def _stats(
@@ -261,7 +338,9 @@ class Engine:
         on_batch: BatchCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> EvalResult:
-        """Mean cross-entropy, accuracy and predictions over ``indices``, in eval mode."""
+        """Mean cross-entropy, accuracy and predictions over ``indices``, in eval mode.
+
+        Runs on this process alone (no collective calls)."""
         self.network.eval()
         size = self.config.eval_batch_size or 2 * self.config.batch_size
         bounds = [(s, min(len(indices), s + size)) for s in range(0, len(indices), size)]
@@ -277,7 +356,7 @@ class Engine:
             y = self.labels[rows]
             x = preprocess(self.images[rows], self.info, channels_last=self.config.channels_last)
             with self._autocast():
-                logits = self.forward(x).float()
+                logits = self.eval_forward(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             pred = logits.argmax(1)
             correct += (pred == y).sum()

@@ -13,6 +13,13 @@ Progress goes to a callback as :class:`TrainEvent` objects (from the calling thr
 and to ``logging``. A :class:`~histoviewer.tasks.CancelToken` stops the run at the
 next batch; ``last.pt`` then holds the last completed epoch and ``fit(..., resume=True)``
 continues from it, ending exactly where an uninterrupted run would.
+
+Under ``torchrun`` (see :mod:`histoviewer.distributed`) every process runs ``fit`` with
+the same config: each trains on its share of every batch (engine.py), all get the same
+epoch figures, and only rank 0 evaluates, writes files and reports progress; the
+others receive its validation and test results. A cancel token is honoured at epoch
+boundaries there (all processes stop together, after saving the epoch). On resume every
+process reads ``last.pt``, so ``out`` must be on a file system all nodes share.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from histoviewer.device import resolve_device
+from histoviewer import distributed
+from histoviewer.distributed import DistContext
 from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.fileio import atomic_write_text
 from histoviewer.model import ModelInfo, build_network, load_model, save_model
@@ -119,16 +127,22 @@ def fit(
     *,
     resume: bool = False,
     dataset: TileDataset | None = None,
+    dist: DistContext | None = None,
 ) -> FitResult:
     """Run (or, with ``resume``, continue) a training run described by ``config``.
 
     ``dataset``: tiles already loaded from ``config.data`` (skips decoding). With
     ``config.epochs == 0`` only the data is loaded and ``split.csv`` written. Raises
     DatasetError for unusable data, DeviceError for a missing device or GPU memory
-    exhaustion, HistoViewerError when ``resume`` finds no compatible checkpoint. A
-    cancelled run returns with ``cancelled=True`` instead of raising.
+    exhaustion, HistoViewerError when ``resume`` finds no compatible checkpoint or the
+    batch size does not divide among the processes. A cancelled run returns with
+    ``cancelled=True`` instead of raising.
+
+    ``dist``: the process's place in a torchrun job; by default
+    :func:`histoviewer.distributed.setup` (joins the job when launched by torchrun,
+    else a single process on ``config.device``).
     """
-    return _Run(config, progress, cancel).run(resume, dataset)
+    return _Run(config, progress, cancel).run(resume, dataset, dist)
 
 
 class _Run:
@@ -145,19 +159,27 @@ class _Run:
         self.best_val_loss = float("inf")
         self.best_epoch = 0
         self.epoch_seconds: float | None = None
+        self.dist = DistContext()
 
     def emit(self, kind: str, **values: Any) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.dist.is_main:
             self.progress(TrainEvent(kind, epochs=self.config.epochs, **values))
 
     # ------------------------------------------------------------------ setup
 
-    def run(self, resume: bool, dataset: TileDataset | None) -> FitResult:
+    def run(self, resume: bool, dataset: TileDataset | None, dist: DistContext | None) -> FitResult:
+        self.dist = dist or distributed.setup(self.config.device)
         checkpoint = self._resume_checkpoint() if resume else None
         cfg = self.config
+        processes = self.dist.world_size
+        if cfg.batch_size % processes:
+            raise HistoViewerError(
+                f"the batch size {cfg.batch_size} cannot be shared evenly by {processes} "
+                f"processes; use a multiple of {processes} (--batch-size)"
+            )
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        device = resolve_device(cfg.device)
+        device = self.dist.device
         try:
             if dataset is None:
                 dataset = load_tiles(
@@ -192,8 +214,9 @@ class _Run:
         }
         if checkpoint is not None:
             self._check_same_data(checkpoint)
-        atomic_write_text(self.out / SPLIT_FILE, split_text)
-        log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
+        if self.dist.is_main:
+            atomic_write_text(self.out / SPLIT_FILE, split_text)
+            log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
         if cfg.epochs == 0:
             return FitResult(self.out, cfg, 0, [], 0, float("inf"), split.counts(), dataset=dataset)
         try:
@@ -201,7 +224,8 @@ class _Run:
         except torch.cuda.OutOfMemoryError:
             raise DeviceError(
                 f"the {device.type.upper()} device ran out of memory training {cfg.arch} at "
-                f"{cfg.image_size} px with batch size {cfg.batch_size}; try a smaller batch "
+                f"{cfg.image_size} px with batch size {cfg.batch_size} "
+                f"({cfg.batch_size // processes} per process); try a smaller batch "
                 "size (--batch-size) or image size"
             ) from None
 
@@ -262,22 +286,29 @@ class _Run:
         train_rows, val_rows, test_rows = (
             torch.from_numpy(split.indices(s)).to(device) for s in ("train", "val", "test")
         )
-        engine = Engine(cfg, network, info, device, images, labels, len(train_rows))
+        engine = Engine(cfg, network, info, device, images, labels, len(train_rows), self.dist)
         start_epoch = 0
         if checkpoint is not None:
             start_epoch = self._restore(engine, checkpoint)
         else:
             self._save_last(engine, 0)
-        log.info(
-            "training %s on %s: %s, %d epochs from epoch %d",
-            cfg.arch,
-            device,
-            split.counts(),
-            cfg.epochs,
-            start_epoch + 1,
-        )
+        where = str(device)
+        if self.dist.is_distributed:
+            where = (
+                f"{self.dist.world_size} processes ({self.dist.backend}, {device.type}), "
+                f"{cfg.batch_size // self.dist.world_size} images per process and batch"
+            )
+        if self.dist.is_main:
+            log.info(
+                "training %s on %s: %s, %d epochs from epoch %d",
+                cfg.arch,
+                where,
+                split.counts(),
+                cfg.epochs,
+                start_epoch + 1,
+            )
         self.emit(
-            "start", epoch=start_epoch, history=list(self.history), message=f"training on {device}"
+            "start", epoch=start_epoch, history=list(self.history), message=f"training on {where}"
         )
         for epoch in range(start_epoch, cfg.epochs):
             try:
@@ -291,6 +322,13 @@ class _Run:
                 )
                 return self._cancelled_result(epoch, split, dataset)
             self._end_epoch(engine, epoch, train, val)
+            # Under torchrun all processes must stop at the same point: the end of an
+            # epoch that is saved.
+            stop = self.cancel is not None and self.cancel.cancelled
+            if self.dist.is_distributed and self.dist.any(stop) and epoch + 1 < cfg.epochs:
+                if self.dist.is_main:
+                    log.info("cancelled; %s holds epoch %d", self.out / LAST_FILE, epoch + 1)
+                return self._cancelled_result(epoch + 1, split, dataset)
         return self._finish(engine, split, dataset, test_rows, device)
 
     def _restore(self, engine: Engine, checkpoint: dict[str, Any]) -> int:
@@ -332,8 +370,16 @@ class _Run:
             )
 
         started = time.perf_counter()
-        train = engine.train_one_epoch(epoch, train_rows, on_batch, self.cancel)
-        val = engine.evaluate(val_rows, "val", on_batch, self.cancel)
+        if not self.dist.is_distributed:
+            train = engine.train_one_epoch(epoch, train_rows, on_batch, self.cancel)
+            val = engine.evaluate(val_rows, "val", on_batch, self.cancel)
+        else:
+            report = on_batch if self.dist.is_main else None
+            train = engine.train_one_epoch(epoch, train_rows, report)
+            # Validation on rank 0 (its weights are everyone's; its BatchNorm statistics
+            # are the ones saved), then shared so that every process decides alike.
+            val = engine.evaluate(val_rows, "val", report) if self.dist.is_main else None
+            val = self.dist.broadcast(val)
         self.epoch_seconds = time.perf_counter() - started
         return train, val
 
@@ -349,6 +395,8 @@ class _Run:
                 "seconds": train.seconds + val.seconds,
                 "images_per_s": train.images_per_s,
                 "val_images_per_s": val.images_per_s,
+                "train_images": train.images,
+                "processes": self.dist.world_size,
             }
         )
         # NaN never compares smaller: a diverged run keeps its last good model.
@@ -356,8 +404,11 @@ class _Run:
             self.best_val_loss, self.best_epoch = val.loss, epoch + 1
             info = engine.info
             info.metrics = {"epoch": epoch + 1, "val_loss": val.loss, "val_accuracy": val.acc}
-            save_model(self.out / BEST_FILE, engine.network, info)
+            if self.dist.is_main:
+                save_model(self.out / BEST_FILE, engine.network, info)
         self._save_last(engine, epoch + 1)
+        if not self.dist.is_main:
+            return
         log.info(
             "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, %.0f images/s%s",
             epoch + 1,
@@ -382,6 +433,8 @@ class _Run:
         )
 
     def _save_last(self, engine: Engine, epochs_done: int) -> None:
+        if not self.dist.is_main:
+            return
         save_last(
             self.out / LAST_FILE,
             {
@@ -397,6 +450,7 @@ class _Run:
                 "best_epoch": self.best_epoch,
                 "data": self.data_summary,
                 "rng": rng_state(),
+                "processes": self.dist.world_size,
             },
         )
 
@@ -411,12 +465,46 @@ class _Run:
         device: torch.device,
     ) -> FitResult:
         cfg = self.config
+        outcome = None
+        if self.dist.is_main:
+            outcome = self._test_and_report(engine, split, dataset, test_rows, device)
+        # The other processes wait here for rank 0's test results, so that none exits
+        # (and none is reported finished) before the report is written.
+        outcome = self.dist.broadcast(outcome)
+        if outcome is None:
+            return self._cancelled_result(cfg.epochs, split, dataset)
+        metrics, report = outcome
+        return FitResult(
+            self.out,
+            cfg,
+            cfg.epochs,
+            self.history,
+            self.best_epoch,
+            self.best_val_loss,
+            split.counts(),
+            test_metrics=metrics,
+            report=report,
+            dataset=dataset,
+        )
+
+    def _test_and_report(
+        self,
+        engine: Engine,
+        split: Split,
+        dataset: TileDataset,
+        test_rows: torch.Tensor,
+        device: torch.device,
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Test the best model, write it with its metrics and the report (rank 0 only);
+        None when cancelled."""
+        cfg = self.config
         best = load_model(self.out / BEST_FILE)
         engine.network.load_state_dict(best.network.state_dict())
+        cancel = None if self.dist.is_distributed else self.cancel
         try:
-            test = engine.evaluate(test_rows, "test", None, self.cancel)
+            test = engine.evaluate(test_rows, "test", None, cancel)
         except Cancelled:
-            return self._cancelled_result(cfg.epochs, split, dataset)
+            return None
         metrics = classification_metrics(test.y_true, test.y_pred, dataset.class_names)
         info = engine.info
         info.metrics = {
@@ -454,6 +542,14 @@ class _Run:
                 "test_seconds": test.seconds,
             },
             "device": _device_name(device),
+            "processes": self.dist.world_size,
+            "distributed": {
+                "backend": self.dist.backend,
+                "images_per_process_and_batch": cfg.batch_size // self.dist.world_size,
+                "sync_batchnorm": bool(cfg.sync_batchnorm and self.dist.is_distributed),
+            }
+            if self.dist.is_distributed
+            else None,
             "amp": str(engine.amp_dtype).replace("torch.", "") if engine.amp_dtype else "float32",
             "files": {
                 "best": BEST_FILE,
@@ -475,18 +571,7 @@ class _Run:
             self.out / reporting.REPORT_FILE,
         )
         self.emit("done", epoch=cfg.epochs, acc=metrics["accuracy"], history=list(self.history))
-        return FitResult(
-            self.out,
-            cfg,
-            cfg.epochs,
-            self.history,
-            self.best_epoch,
-            self.best_val_loss,
-            split.counts(),
-            test_metrics=metrics,
-            report=report,
-            dataset=dataset,
-        )
+        return metrics, report
 
     def _cancelled_result(
         self, epochs_done: int, split: Split | None, dataset: TileDataset | None

@@ -1,0 +1,354 @@
+"""Mapping many slides: one process, or several launched by torchrun (one per GPU).
+
+``histoviewer map`` hands its slides here when it maps a batch (several slides, a folder
+or a list). Slides are sorted and shared out round-robin by position: process ``r`` of
+``P`` maps slides ``r, r + P, ...``. For every slide, after its exports (each written
+atomically by :func:`~histoviewer.mapping.export.export_all`), a sidecar
+``DIR/<stem>.map.json`` is written last, atomically: the model fingerprint and the
+options that shape the result, the slide file's size and time stamp, and the outcome.
+A slide whose sidecar says it was mapped with the same model, options and file, and
+whose exports are all there, is skipped; so a killed batch resumes where it stopped and
+another model remaps everything. A slide that fails records its error in its sidecar
+and the batch goes on with the next one. At the end every process hands its outcomes
+to rank 0 (a collective that waits for the slowest), which writes ``DIR/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from histoviewer.distributed import DistContext
+from histoviewer.errors import DeviceError, HistoViewerError, StorageError
+from histoviewer.fileio import atomic_write_text
+from histoviewer.mapping.engine import MapProgress, map_slide
+from histoviewer.mapping.export import FORMATS, export_all, parse_formats
+from histoviewer.model import Classifier
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.csv"
+SIDECAR_SUFFIX = ".map.json"
+SIDECAR_FORMAT = "histoviewer-map-sidecar"
+MAPPED, SKIPPED, FAILED = "mapped", "skipped", "failed"
+STATUSES = (MAPPED, SKIPPED, FAILED)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """The settings of a batch. Those in :meth:`key` decide whether an earlier result
+    still stands; ``batch_size`` does not change the result."""
+
+    stride: int = 150
+    batch_size: int = 64
+    skip_background: bool = True
+    precision: str = "auto"
+    formats: tuple[str, ...] = tuple(FORMATS)
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "stride": self.stride,
+            "skip_background": self.skip_background,
+            "precision": self.precision,
+            "formats": sorted(self.formats),
+        }
+
+
+@dataclass
+class SlideOutcome:
+    """What happened to one slide in this run. ``status``: mapped, skipped or failed;
+    a skipped slide carries the figures of the run that mapped it."""
+
+    slide: str
+    status: str
+    patches: int = 0
+    background: int = 0
+    seconds: float = 0.0
+    patches_per_s: float = 0.0
+    fractions: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    rank: int = 0
+
+
+# --------------------------------------------------------------------------- slide lists
+
+
+def expand_slides(
+    inputs: Iterable[str | Path], slides_from: str | Path | None = None
+) -> list[Path]:
+    """The slides named by ``inputs`` (files, or folders: their files with a supported
+    extension, not recursing) and by the list file ``slides_from`` (one path per line;
+    blank lines and lines starting with ``#`` are ignored; relative paths are relative
+    to the list's folder), sorted and without repeats.
+
+    A named file is kept even if it is missing or unreadable: it fails as a slide. Raises
+    HistoViewerError for a missing list file or a folder without slides.
+    """
+    from histoviewer.slide import SUPPORTED_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = [
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix.lower() in SUPPORTED_EXTENSIONS
+                and not p.name.startswith(".")
+            ]
+            if not found:
+                raise HistoViewerError(
+                    f"the folder {path} holds no slides (looked for "
+                    f"{', '.join(SUPPORTED_EXTENSIONS)})"
+                )
+            paths.extend(found)
+        else:
+            paths.append(path)
+    if slides_from is not None:
+        paths.extend(_read_list(Path(slides_from).expanduser()))
+    unique: dict[str, Path] = {}
+    for path in paths:
+        unique.setdefault(os.path.abspath(path), path)
+    return sorted(unique.values(), key=lambda p: str(p))
+
+
+def _read_list(list_file: Path) -> list[Path]:
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HistoViewerError(f"the slide list {list_file} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HistoViewerError(f"cannot read the slide list {list_file}: {exc}") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line).expanduser()
+            out.append(Path(os.path.normpath(list_file.parent / path)))
+    if not out:
+        raise HistoViewerError(f"the slide list {list_file} names no slides")
+    return out
+
+
+def check_stems(slides: Sequence[Path]) -> None:
+    """Raise HistoViewerError if two slides would write the same export files."""
+    stems: dict[str, Path] = {}
+    for path in slides:
+        other = stems.setdefault(path.stem, path)
+        if other != path:
+            raise HistoViewerError(
+                f"{other} and {path} would both be exported as '{path.stem}.*' "
+                "in the same folder; map them with separate --out folders"
+            )
+
+
+def assign(slides: Sequence[Path], rank: int, processes: int) -> list[Path]:
+    """Process ``rank``'s slides: every ``processes``-th from position ``rank``."""
+    return list(slides[rank::processes])
+
+
+# --------------------------------------------------------------------------- one slide
+
+
+def sidecar_path(out_dir: Path, slide: Path) -> Path:
+    return out_dir / f"{slide.stem}{SIDECAR_SUFFIX}"
+
+
+def _file_identity(slide: Path) -> dict[str, Any] | None:
+    try:
+        st = slide.stat()
+    except OSError:
+        return None
+    return {"name": slide.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _job(classifier: Classifier, options: BatchOptions, slide: Path) -> dict[str, Any]:
+    return {
+        "model": classifier.fingerprint,
+        "options": options.key(),
+        "file": _file_identity(slide),
+    }
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # missing or damaged: the slide is mapped again
+    return data if isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT else None
+
+
+def _exports(out_dir: Path, slide: Path, options: BatchOptions) -> list[Path]:
+    return [out_dir / f"{slide.stem}{FORMATS[f]}" for f in options.formats]
+
+
+def map_one(
+    slide: Path,
+    classifier: Classifier,
+    options: BatchOptions,
+    out_dir: Path,
+    *,
+    rank: int = 0,
+    progress: Callable[[MapProgress], None] | None = None,
+) -> SlideOutcome:
+    """Map one slide unless an up-to-date result exists; never raises for a bad slide.
+
+    A slide that cannot be read or mapped gives a ``failed`` outcome (and sidecar).
+    Disk and device problems (StorageError, DeviceError) are raised: they would fail
+    every slide that follows.
+    """
+    from histoviewer.slide import open_slide
+
+    sidecar = sidecar_path(out_dir, slide)
+    job = _job(classifier, options, slide)
+    done = _read_sidecar(sidecar)
+    if (
+        done is not None
+        and done.get("status") == MAPPED
+        and done.get("job") == job
+        and all(p.is_file() for p in _exports(out_dir, slide, options))
+    ):
+        recorded = done.get("outcome", {})
+        log.info("%s: already mapped with this model, skipped", slide)
+        return SlideOutcome(
+            **{**_outcome_fields(recorded), "slide": str(slide), "status": SKIPPED, "rank": rank}
+        )
+
+    started = time.perf_counter()
+    try:
+        with open_slide(slide) as reader:
+            tmap = map_slide(
+                reader,
+                classifier,
+                stride=options.stride,
+                batch_size=options.batch_size,
+                skip_background=options.skip_background,
+                precision=options.precision,
+                progress=progress,
+            )
+        export_all(tmap, out_dir, slide.stem, options.formats)
+    except (StorageError, DeviceError):
+        raise
+    except Exception as exc:  # any other failure is this slide's; the batch goes on
+        message = str(exc) if isinstance(exc, HistoViewerError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, HistoViewerError):
+            log.debug("mapping %s failed", slide, exc_info=True)
+        outcome = SlideOutcome(
+            str(slide), FAILED, seconds=time.perf_counter() - started, error=message, rank=rank
+        )
+        _write_sidecar(sidecar, job, outcome)
+        return outcome
+    seconds = time.perf_counter() - started
+    patches = tmap.classified_count
+    outcome = SlideOutcome(
+        str(slide),
+        MAPPED,
+        patches=patches,
+        background=tmap.background_count,
+        seconds=seconds,
+        patches_per_s=patches / seconds if seconds > 0 else 0.0,
+        fractions={k: float(v) for k, v in tmap.fractions().items()},
+        rank=rank,
+    )
+    _write_sidecar(sidecar, job, outcome)
+    return outcome
+
+
+def _outcome_fields(recorded: dict[str, Any]) -> dict[str, Any]:
+    names = SlideOutcome.__dataclass_fields__
+    return {k: v for k, v in recorded.items() if k in names}
+
+
+def _write_sidecar(path: Path, job: dict[str, Any], outcome: SlideOutcome) -> None:
+    record = {
+        "format": SIDECAR_FORMAT,
+        "status": outcome.status,
+        "job": job,
+        "outcome": asdict(outcome),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def map_batch(
+    slides: Sequence[Path],
+    classifier: Classifier,
+    options: BatchOptions,
+    out_dir: str | Path,
+    ctx: DistContext,
+    *,
+    on_slide: Callable[[SlideOutcome], None] | None = None,
+    progress_for: Callable[[Path], Callable[[MapProgress], None] | None] | None = None,
+) -> list[SlideOutcome]:
+    """Map this process's share of ``slides`` (the same sorted list on every process),
+    then collect every process's outcomes; rank 0 writes ``out_dir/summary.csv``.
+
+    Returns the outcomes of all slides, in ``slides`` order, on every process.
+    ``on_slide`` is called after each of this process's slides; ``progress_for(slide)``
+    gives a progress callback for map_slide. Raises StorageError / DeviceError (see
+    :func:`map_one`).
+    """
+    out_dir = Path(out_dir)
+    options = BatchOptions(**{**asdict(options), "formats": tuple(parse_formats(options.formats))})
+    mine = []
+    for slide in assign(slides, ctx.rank, ctx.world_size):
+        outcome = map_one(
+            slide,
+            classifier,
+            options,
+            out_dir,
+            rank=ctx.rank,
+            progress=progress_for(slide) if progress_for else None,
+        )
+        mine.append(outcome)
+        if on_slide is not None:
+            on_slide(outcome)
+    # Waits for the slowest process (the mapping group's timeout is long for this).
+    gathered = ctx.gather([asdict(o) for o in mine])
+    by_slide = {o["slide"]: SlideOutcome(**o) for part in gathered for o in part}
+    outcomes = [by_slide[str(s)] for s in slides]
+    if ctx.is_main:
+        atomic_write_text(
+            out_dir / SUMMARY_FILE, summary_csv(outcomes, classifier.info.class_names)
+        )
+        log.info("summary of %d slides written to %s", len(outcomes), out_dir / SUMMARY_FILE)
+    return outcomes
+
+
+def summary_csv(outcomes: Sequence[SlideOutcome], class_names: Sequence[str]) -> str:
+    """One row per slide: slide, status, patches (classified), seconds, patches_per_s,
+    ``<class>_fraction`` per class (of the classified patches), error."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["slide", "status", "patches", "seconds", "patches_per_s"]
+        + [f"{name}_fraction" for name in class_names]
+        + ["error"]
+    )
+    for o in outcomes:
+        failed = o.status == FAILED
+        fractions = ["" if failed else f"{o.fractions.get(n, 0.0):.6f}" for n in class_names]
+        writer.writerow(
+            [
+                o.slide,
+                o.status,
+                "" if failed else o.patches,
+                f"{o.seconds:.3f}",
+                "" if failed else f"{o.patches_per_s:.2f}",
+                *fractions,
+                o.error,
+            ]
+        )
+    return buffer.getvalue()

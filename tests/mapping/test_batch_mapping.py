@@ -1,0 +1,203 @@
+"""Batch mapping: slide lists, round-robin shares, sidecars, skipping and summary.csv,
+with two real gloo processes launched by torchrun (torch.distributed, no mocks)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mapping_support import glass, he_texture
+from PIL import Image
+
+from histoviewer import cli
+from histoviewer.errors import HistoViewerError
+from histoviewer.mapping import batch
+from histoviewer.mapping.tissue_map import TissueMap
+from histoviewer.model import ModelInfo, build_network, save_model
+from histoviewer.slide.synthetic import write_strip_tiff
+
+REPO = Path(__file__).resolve().parents[2]
+TORCHRUN_TIMEOUT_S = 150  # a hung collective fails the test instead of blocking CI
+GOOD = ["a.png", "b.tif", "c.png"]
+ALL = ["a.png", "b.tif", "broken.tif", "c.png"]  # sorted: rank 0 gets a, broken; 1 gets b, c
+
+
+def _model(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    info = ModelInfo.recipe("resnet18", input_size=32, name=f"tiny {seed}")
+    save_model(path, build_network("resnet18", 8), info)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """cli.main installs its own handler on the "histoviewer" logger; put it back."""
+    logger = logging.getLogger("histoviewer")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("slides")
+    Image.fromarray(he_texture(300, 450, seed=1)).save(folder / "a.png")
+    write_strip_tiff(folder / "b.tif", width=450, height=300, seed=2)
+    # One column of tissue, two of glass: 2 patches classified, 4 background.
+    c = np.concatenate([he_texture(300, 150, seed=3), glass(300, 300)], axis=1)
+    Image.fromarray(c).save(folder / "c.png")
+    (folder / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    (folder / "notes.txt").write_text("not a slide")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return _model(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
+
+
+def _map_args(slides: Path, model: Path, out: Path) -> list[str]:
+    return [
+        "map",
+        str(slides),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--formats",
+        "npz,csv",
+        "--batch-size",
+        "8",
+    ]
+
+
+@pytest.fixture(scope="module")
+def first_run(slides, model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("maps")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "histoviewer",
+        *_map_args(slides, model, out),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
+    )
+    return out, done
+
+
+def _summary(out: Path) -> list[dict[str, str]]:
+    with open(out / batch.SUMMARY_FILE, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_processes_map_every_good_slide_once(first_run, slides):
+    out, done = first_run
+    assert done.returncode == 1, done.stderr[-3000:]  # one slide failed
+    # Each good slide is reported by exactly one process, the broken one by rank 0 once.
+    for name in GOOD:
+        assert done.stdout.count(f"{name}: ") == 1, done.stdout
+    errors = [line for line in done.stderr.splitlines() if "histoviewer: error:" in line]
+    assert len(errors) == 1 and "broken.tif failed:" in errors[0]
+    assert "4 slide(s): 3 mapped, 0 skipped, 1 failed" in done.stdout
+
+    # Round robin over the sorted list: position i went to rank i % 2.
+    for i, name in enumerate(ALL):
+        record = json.loads((out / f"{Path(name).stem}.map.json").read_text())
+        assert record["outcome"]["rank"] == i % 2, name
+        assert record["status"] == ("failed" if name == "broken.tif" else "mapped")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not (out / "broken.npz").exists() and not (out / "notes.npz").exists()
+
+    rows = _summary(out)
+    assert [Path(r["slide"]).name for r in rows] == ALL
+    names = TissueMap.load(out / "a.npz").class_names
+    for row in rows:
+        stem = Path(row["slide"]).stem
+        if stem == "broken":
+            assert row["status"] == "failed" and "broken.tif" in row["error"]
+            assert row["patches"] == "" and row["tumor_fraction"] == ""
+            continue
+        tmap = TissueMap.load(out / f"{stem}.npz")
+        assert tmap.complete and row["status"] == "mapped" and row["error"] == ""
+        assert int(row["patches"]) == tmap.classified_count
+        assert float(row["seconds"]) > 0 and float(row["patches_per_s"]) > 0
+        fractions = tmap.fractions()
+        for name in names:
+            assert float(row[f"{name}_fraction"]) == pytest.approx(fractions[name], abs=1e-6)
+        assert sum(float(row[f"{n}_fraction"]) for n in names) == pytest.approx(1, abs=1e-5)
+    assert [int(r["patches"]) for r in rows if r["status"] == "mapped"] == [6, 6, 2]
+
+
+def test_a_second_run_maps_nothing_new_and_another_model_remaps(
+    first_run, slides, model, tmp_path, capsys
+):
+    out, _ = first_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
+    summary_before = {r["slide"]: r for r in _summary(out)}
+    # Now in one process: the records do not depend on who mapped a slide.
+    assert cli.main(_map_args(slides, model, out)) == 1
+    captured = capsys.readouterr()
+    assert "4 slide(s): 0 mapped, 3 skipped, 1 failed" in captured.out
+    assert "patches classified" not in captured.out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")} == before
+    for row in _summary(out):
+        old = summary_before[row["slide"]]
+        if row["status"] == "failed":
+            assert Path(row["slide"]).name == "broken.tif"  # tried again, failed again
+            continue
+        assert row["status"] == "skipped"
+        assert (row["patches"], row["tumor_fraction"]) == (old["patches"], old["tumor_fraction"])
+
+    other = _model(tmp_path / "other.safetensors", seed=11)
+    assert cli.main(_map_args(slides, other, out)) == 1
+    assert "4 slide(s): 3 mapped, 0 skipped, 1 failed" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != before[p.name] for p in out.glob("*.npz"))
+
+
+def test_expand_slides_from_folders_and_lists(slides, tmp_path):
+    assert [p.name for p in batch.expand_slides([slides])] == ALL  # notes.txt left out
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        f"# slides to map\n\n{slides / 'c.png'}\n../{tmp_path.name}/x.svs\n{slides / 'a.png'}\n"
+    )
+    got = batch.expand_slides([slides / "a.png"], slides_from=listing)
+    assert got == sorted([slides / "a.png", slides / "c.png", tmp_path / "x.svs"], key=str)
+    with pytest.raises(HistoViewerError, match=r"slide list .*missing\.txt does not exist"):
+        batch.expand_slides([], slides_from=tmp_path / "missing.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HistoViewerError, match="holds no slides"):
+        batch.expand_slides([tmp_path / "empty"])
+
+
+def test_shares_are_round_robin_and_cover_every_slide():
+    paths = [Path(f"s{i}.tif") for i in range(7)]
+    shares = [batch.assign(paths, r, 3) for r in range(3)]
+    assert shares[1] == [Path("s1.tif"), Path("s4.tif")]
+    assert sorted(p for share in shares for p in share) == paths
+
+
+def test_a_slide_named_summary_is_refused(tmp_path, model, capsys):
+    for name in ("summary.png", "other.png"):
+        Image.fromarray(he_texture(150, 150)).save(tmp_path / name)
+    assert cli.main(_map_args(tmp_path, model, tmp_path / "out")) == 1
+    assert "would overwrite the batch's summary.csv" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
