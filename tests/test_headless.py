@@ -47,3 +47,15 @@ def test_core_imports_without_qt_installed():
 
 def test_core_never_pulls_in_qt():
     _import_core(block=False)
+
+
+def test_lazy_package_exports_resolve_to_the_documented_objects():
+    # A submodule named like one of its package's exports would shadow it once imported.
+    import importlib
+    import types
+
+    for package in ("histoviewer.model", "histoviewer.mapping", "histoviewer.training"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            value = getattr(module, name)
+            assert not isinstance(value, types.ModuleType), f"{package}.{name} is a module"

@@ -12,27 +12,64 @@ Public API (see docs/architecture.md):
 - :func:`tissue_fractions`, :func:`tissue_mask` - glass versus tissue.
 """
 
-from histoviewer.mapping.background import tissue_fractions, tissue_mask
-from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide, slide_identity
-from histoviewer.mapping.export import (
-    DEFAULT_FORMATS,
-    FORMATS,
-    export_all,
-    export_csv,
-    export_geojson,
-    export_npz,
-    export_png,
-    export_summary,
-    summarize,
-)
-from histoviewer.mapping.grid import PatchGrid, make_grid
-from histoviewer.mapping.tissue_map import (
-    BACKGROUND,
-    CLASSIFIED,
-    PENDING,
-    TissueMap,
-    TissueMapError,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from histoviewer.lazy import lazy_exports
+
+# Submodules load on first use (PEP 562): the command line and the viewer import
+# this package without paying for torch or scikit-learn until they need them.
+_EXPORTS = {
+    "tissue_fractions": "histoviewer.mapping.background",
+    "tissue_mask": "histoviewer.mapping.background",
+    "BatchResult": "histoviewer.mapping.engine",
+    "MapProgress": "histoviewer.mapping.engine",
+    "map_slide": "histoviewer.mapping.engine",
+    "slide_identity": "histoviewer.mapping.engine",
+    "DEFAULT_FORMATS": "histoviewer.mapping.export",
+    "FORMATS": "histoviewer.mapping.export",
+    "export_all": "histoviewer.mapping.export",
+    "export_csv": "histoviewer.mapping.export",
+    "export_geojson": "histoviewer.mapping.export",
+    "export_npz": "histoviewer.mapping.export",
+    "export_png": "histoviewer.mapping.export",
+    "export_summary": "histoviewer.mapping.export",
+    "summarize": "histoviewer.mapping.export",
+    "PatchGrid": "histoviewer.mapping.grid",
+    "make_grid": "histoviewer.mapping.grid",
+    "BACKGROUND": "histoviewer.mapping.tissue_map",
+    "CLASSIFIED": "histoviewer.mapping.tissue_map",
+    "PENDING": "histoviewer.mapping.tissue_map",
+    "TissueMap": "histoviewer.mapping.tissue_map",
+    "TissueMapError": "histoviewer.mapping.tissue_map",
+}
+
+if TYPE_CHECKING:
+    from histoviewer.mapping.background import tissue_fractions, tissue_mask
+    from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide, slide_identity
+    from histoviewer.mapping.export import (
+        DEFAULT_FORMATS,
+        FORMATS,
+        export_all,
+        export_csv,
+        export_geojson,
+        export_npz,
+        export_png,
+        export_summary,
+        summarize,
+    )
+    from histoviewer.mapping.grid import PatchGrid, make_grid
+    from histoviewer.mapping.tissue_map import (
+        BACKGROUND,
+        CLASSIFIED,
+        PENDING,
+        TissueMap,
+        TissueMapError,
+    )
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BACKGROUND",

@@ -11,12 +11,42 @@ Public API (see docs/architecture.md):
 - :func:`model_info_summary` - the text shown by the GUI's Model Info and the CLI.
 """
 
-from histoviewer.model.checkpoint import find_shipped_models, load_model, save_model
-from histoviewer.model.classifier import Classifier, weights_fingerprint
-from histoviewer.model.info import FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD, ModelInfo
-from histoviewer.model.network import ARCHITECTURES, arch_from_keys, build_network
-from histoviewer.model.preprocess import preprocess
-from histoviewer.model.summary import model_info_summary
+from typing import TYPE_CHECKING
+
+from histoviewer.lazy import lazy_exports
+
+_EXPORTS = {
+    "find_shipped_models": "histoviewer.model.checkpoint",
+    "load_model": "histoviewer.model.checkpoint",
+    "save_model": "histoviewer.model.checkpoint",
+    "Classifier": "histoviewer.model.classifier",
+    "weights_fingerprint": "histoviewer.model.classifier",
+    "ARCHITECTURES": "histoviewer.model.info",
+    "FORMAT_VERSION": "histoviewer.model.info",
+    "IMAGENET_MEAN": "histoviewer.model.info",
+    "IMAGENET_STD": "histoviewer.model.info",
+    "ModelInfo": "histoviewer.model.info",
+    "arch_from_keys": "histoviewer.model.network",
+    "build_network": "histoviewer.model.network",
+    "preprocess": "histoviewer.model.preprocessing",
+    "model_info_summary": "histoviewer.model.summary",
+}
+
+if TYPE_CHECKING:
+    from histoviewer.model.checkpoint import find_shipped_models, load_model, save_model
+    from histoviewer.model.classifier import Classifier, weights_fingerprint
+    from histoviewer.model.info import (
+        ARCHITECTURES,
+        FORMAT_VERSION,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        ModelInfo,
+    )
+    from histoviewer.model.network import arch_from_keys, build_network
+    from histoviewer.model.preprocessing import preprocess
+    from histoviewer.model.summary import model_info_summary
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ARCHITECTURES",

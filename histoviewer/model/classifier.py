@@ -12,7 +12,7 @@ from torch import nn
 from histoviewer.device import resolve_device
 from histoviewer.errors import ModelError
 from histoviewer.model.info import ModelInfo
-from histoviewer.model.preprocess import preprocess
+from histoviewer.model.preprocessing import preprocess
 
 
 def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:

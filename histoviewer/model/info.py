@@ -9,7 +9,9 @@ from typing import Any
 
 from histoviewer.classes import color_for, default_classes
 from histoviewer.errors import ModelError
-from histoviewer.model.network import ARCHITECTURES
+
+# The torchvision networks build_network() can make (names checked without importing torch).
+ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 #: Version of the metadata layout written by :meth:`ModelInfo.to_dict`.
 FORMAT_VERSION = 1

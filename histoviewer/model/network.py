@@ -9,9 +9,9 @@ import torchvision
 from torch import nn
 
 from histoviewer.errors import ModelError
+from histoviewer.model.info import ARCHITECTURES
 
 #: Supported architectures, all torchvision ResNets with a replaced final layer.
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 # Residual blocks per stage and block type of every torchvision ResNet; used to tell
 # which network a state_dict belongs to (resnet152 is listed so that it can be named

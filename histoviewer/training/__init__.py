@@ -8,25 +8,67 @@ in a worker thread).
 - :func:`evaluate_model`, :func:`classification_metrics` - scores of a saved model.
 """
 
-from histoviewer.training.config import PRESETS, TrainConfig, best_config, preset, recipe_config
-from histoviewer.training.dataset import (
-    SkippedFile,
-    TileDataset,
-    TileIndex,
-    dataset_from_arrays,
-    list_tiles,
-    load_tiles,
-)
-from histoviewer.training.evaluation import classification_metrics, evaluate_model, format_metrics
-from histoviewer.training.split import Split, make_split, write_split_csv
-from histoviewer.training.trainer import (
-    BEST_FILE,
-    SPLIT_FILE,
-    FitResult,
-    TrainEvent,
-    fit,
-    resume_config,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from histoviewer.lazy import lazy_exports
+
+# Submodules load on first use (PEP 562): the command line and the viewer import
+# this package without paying for torch or scikit-learn until they need them.
+_EXPORTS = {
+    "PRESETS": "histoviewer.training.config",
+    "TrainConfig": "histoviewer.training.config",
+    "best_config": "histoviewer.training.config",
+    "preset": "histoviewer.training.config",
+    "recipe_config": "histoviewer.training.config",
+    "SkippedFile": "histoviewer.training.dataset",
+    "TileDataset": "histoviewer.training.dataset",
+    "TileIndex": "histoviewer.training.dataset",
+    "dataset_from_arrays": "histoviewer.training.dataset",
+    "list_tiles": "histoviewer.training.dataset",
+    "load_tiles": "histoviewer.training.dataset",
+    "classification_metrics": "histoviewer.training.evaluation",
+    "evaluate_model": "histoviewer.training.evaluation",
+    "format_metrics": "histoviewer.training.evaluation",
+    "Split": "histoviewer.training.split",
+    "make_split": "histoviewer.training.split",
+    "write_split_csv": "histoviewer.training.split",
+    "BEST_FILE": "histoviewer.training.trainer",
+    "SPLIT_FILE": "histoviewer.training.trainer",
+    "FitResult": "histoviewer.training.trainer",
+    "TrainEvent": "histoviewer.training.trainer",
+    "fit": "histoviewer.training.trainer",
+    "resume_config": "histoviewer.training.trainer",
+}
+
+if TYPE_CHECKING:
+    from histoviewer.training.config import PRESETS, TrainConfig, best_config, preset, recipe_config
+    from histoviewer.training.dataset import (
+        SkippedFile,
+        TileDataset,
+        TileIndex,
+        dataset_from_arrays,
+        list_tiles,
+        load_tiles,
+    )
+    from histoviewer.training.evaluation import (
+        classification_metrics,
+        evaluate_model,
+        format_metrics,
+    )
+    from histoviewer.training.split import Split, make_split, write_split_csv
+    from histoviewer.training.trainer import (
+        BEST_FILE,
+        SPLIT_FILE,
+        FitResult,
+        TrainEvent,
+        fit,
+        resume_config,
+    )
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BEST_FILE",

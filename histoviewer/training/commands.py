@@ -20,14 +20,17 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from histoviewer import distributed
 from histoviewer.tasks import CancelToken
 from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
-from histoviewer.training.evaluation import evaluate_model, format_metrics
 from histoviewer.training.split import SPLITS
-from histoviewer.training.trainer import TrainEvent, fit, resume_config
+
+if TYPE_CHECKING:
+    from histoviewer.training.trainer import TrainEvent
+
+# torch, torch.distributed and scikit-learn load inside the run functions, so that
+# building the parser (every `histoviewer` start, `--help`) stays fast.
 
 # Command-line option -> TrainConfig field, for the options that override a preset.
 _OVERRIDES = {
@@ -124,6 +127,8 @@ def _config_from_args(args: argparse.Namespace):
         if getattr(args, opt, None) is not None
     }
     if args.resume:
+        from histoviewer.training.trainer import resume_config
+
         if args.preset is not None:
             overrides["preset"] = args.preset
         return resume_config(args.out, data=args.data, **overrides)
@@ -131,6 +136,9 @@ def _config_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from histoviewer import distributed
+    from histoviewer.training.trainer import fit
+
     config = _config_from_args(args)
     cancel = CancelToken()
     with distributed.session(config.device) as ctx:
@@ -170,6 +178,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from histoviewer.training.evaluation import evaluate_model, format_metrics
+
     metrics = evaluate_model(
         args.model,
         args.data,

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from histoviewer.errors import DatasetError
 from histoviewer.fileio import atomic_write_text
@@ -79,6 +78,8 @@ def make_split(
                 f"the class {name} has only {count} image(s); every class needs at least 3 "
                 "(one each for training, validation and test)"
             )
+    from sklearn.model_selection import train_test_split  # 1-2 s to import: only when used
+
     rows = np.arange(len(labels))
     try:
         _train, rest = train_test_split(rows, test_size=holdout, stratify=labels, random_state=seed)
