@@ -1,34 +1,29 @@
 """The main window: a slide, its tissue map, and the panels that explain it.
 
-The window owns the open :class:`~histoviewer.slide.SlideReader`, the loaded
-:class:`~histoviewer.model.Classifier` and the shown
-:class:`~histoviewer.mapping.TissueMap`. Slow work (mapping, loading a model)
-runs in :class:`~histoviewer.gui.workers.JobRunner` jobs; a job's results are
-dropped when the slide or model it was made for has been replaced.
+The window owns the open :class:`~histoviewer.slide.SlideReader` and wires the
+parts that do the work:
+
+- :mod:`~histoviewer.gui.actions` - actions, menus, toolbar, shortcuts;
+- :mod:`~histoviewer.gui.mapping_controller` - the mapping job and the maps it makes;
+- :mod:`~histoviewer.gui.model_controller` - loading models, Model Info, the status label;
+- :mod:`~histoviewer.gui.exporting` - File > Export;
+- :mod:`~histoviewer.gui.training_dialog` - Model > Train New Model (created on demand).
+
+Slow work runs in :class:`~histoviewer.gui.workers.JobRunner` jobs; a job's
+results are dropped when the slide or model it was made for has been replaced.
 
 Every message to the user goes through :meth:`MainWindow.show_error` /
-:meth:`MainWindow.show_info`, and every file question through ``ask_*``
-methods, so tests can answer them without a modal dialog.
+:meth:`MainWindow.show_info`, and every question through ``ask_*`` methods, so
+tests can answer them without a modal dialog.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import (
-    QAction,
-    QCloseEvent,
-    QColor,
-    QDragEnterEvent,
-    QDropEvent,
-    QImage,
-    QKeySequence,
-    QPainter,
-    QPen,
-)
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QImage, QPen
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -43,54 +38,26 @@ from PySide6.QtWidgets import (
 )
 
 from histoviewer.errors import HistoViewerError
-from histoviewer.fileio import atomic_write_bytes
+from histoviewer.gui import actions
 from histoviewer.gui import settings as config
-from histoviewer.gui.icons import app_icon, icon
-from histoviewer.gui.legend import LegendPanel, draw_legend, legend_entries
+from histoviewer.gui.exporting import MapExporter
+from histoviewer.gui.icons import app_icon
+from histoviewer.gui.legend import LegendPanel
+from histoviewer.gui.mapping_controller import MappingController
+from histoviewer.gui.model_controller import ModelController, is_model_path
 from histoviewer.gui.overlay import OVERLAY_Z, SELECTION_Z, MapOverlay
 from histoviewer.gui.overview import OverviewPanel
 from histoviewer.gui.probabilities import PatchPanel
 from histoviewer.gui.slideview import SlideView
-from histoviewer.gui.workers import JobFailure, JobRunner, describe_error
-from histoviewer.mapping import export as exports
-from histoviewer.mapping.cache import MapCache, MapKey, map_key
-from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide
-from histoviewer.mapping.grid import make_grid
-from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
-from histoviewer.model import Classifier, find_shipped_models, load_model
+from histoviewer.gui.workers import describe_error
+from histoviewer.mapping.cache import MapCache
+from histoviewer.mapping.tissue_map import TissueMap
+from histoviewer.model import Classifier, find_shipped_models
 from histoviewer.slide import SlideReader, file_dialog_filter, open_slide
 
 log = logging.getLogger(__name__)
 
 APP_TITLE = "HistoViewer"
-MODEL_SUFFIXES = (".safetensors", ".pth.tar", ".pth", ".pt", ".tar")
-NO_MODEL_TEXT = (
-    "Mapping needs a tissue classifier, and none is loaded. Load one with Model > Load "
-    "Model... (a .safetensors file, a model folder, or a .pth.tar / .pt checkpoint), or "
-    "train one on the Kather 2016 tiles with 'histoviewer train' and load the result."
-)
-_SINGLE_EXPORTS = {
-    "geojson": ("GeoJSON for QuPath", "GeoJSON (*.geojson)"),
-    "csv": ("CSV Table", "CSV (*.csv)"),
-    "png": ("Map Image (PNG)", "PNG image (*.png)"),
-    "npz": ("NumPy Arrays (NPZ)", "NumPy archive (*.npz)"),
-}
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = round(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def progress_text(p: MapProgress) -> str:
-    """'412 / 1,089 patches · 35.2 patches/s · 0:19 left'."""
-    return (
-        f"{p.done:,} / {p.total:,} patches · {p.rate:.1f} patches/s · {format_duration(p.eta)} left"
-    )
 
 
 class MainWindow(QMainWindow):
@@ -128,34 +95,24 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
 
         self._slide: SlideReader | None = None
-        self._classifier: Classifier | None = None
-        self._model_path: str | None = None
-        self._map: TissueMap | None = None  # the finished (or cancelled) map shown
-        self._live: TissueMap | None = None  # the map a running job fills in
-        self._job_key: MapKey | None = None
-        self._job_slides: dict[int, SlideReader] = {}
-        self._retired: dict[int, SlideReader] = {}  # readers to close when their job ends
         self._mapping = config.load_mapping_settings(self.settings)
+        self._training_dialog = None  # created on first use (imports matplotlib)
         # Read before the widgets exist: building them saves their defaults.
         view_settings = config.load_view_settings(self.settings)
 
-        self._mapper = JobRunner(self)
-        self._mapper.progress.connect(self._on_map_progress)
-        self._mapper.partial.connect(self._on_map_batch)
-        self._mapper.succeeded.connect(self._on_map_done)
-        self._mapper.failed.connect(self._on_map_failed)
-        self._mapper.finished.connect(self._on_map_thread_finished)
-        self._loader = JobRunner(self)
-        self._loader.succeeded.connect(self._on_model_loaded)
-        self._loader.failed.connect(self._on_model_failed)
-        self._loading_path: str | None = None
-
         self._build_view()
         self._build_panels()
-        self._build_actions()
-        self._build_menus()
-        self._build_toolbar()
         self._build_status_bar()
+        self.mapping = MappingController(self)
+        self.models = ModelController(self, self.model_label)
+        self.exporter = MapExporter(self)
+        # The runners under their old names (tests and callers wait on their signals).
+        self._mapper = self.mapping.runner
+        self._loader = self.models.runner
+        actions.build_actions(self)
+        actions.build_menus(self)
+        actions.build_toolbar(self)
+        self._finish_actions()
         self._apply_view_settings(view_settings)
         self._restore_geometry()
         self._update_actions()
@@ -217,230 +174,44 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         return dock
 
-    def _action(
-        self,
-        text: str,
-        slot: object,
-        *,
-        shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
-        icon_name: str | None = None,
-        tip: str | None = None,
-        checkable: bool = False,
-    ) -> QAction:
-        action = QAction(text, self)
-        if icon_name:
-            action.setIcon(icon(icon_name))
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        action.setCheckable(checkable)
-        (action.toggled if checkable else action.triggered).connect(slot)
-        return action
-
-    def _build_actions(self) -> None:
-        std = QKeySequence.StandardKey
-        a = self._action
-        self.open_action = a(
-            "&Open Slide...",
-            self.choose_slide,
-            shortcut=std.Open,
-            icon_name="open",
-            tip="Open a whole-slide image",
-        )
-        self.close_action = a(
-            "&Close Slide",
-            self.close_slide,
-            shortcut=std.Close,
-            icon_name="close",
-            tip="Close the slide",
-        )
-        self.quit_action = a("&Quit", self.close, shortcut=std.Quit)
-        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        self.zoom_in_action = a(
-            "Zoom &In", self.view.zoom_in, shortcut=std.ZoomIn, icon_name="zoom-in", tip="Zoom in"
-        )
-        self.zoom_out_action = a(
-            "Zoom &Out",
-            self.view.zoom_out,
-            shortcut=std.ZoomOut,
-            icon_name="zoom-out",
-            tip="Zoom out",
-        )
-        self.fit_action = a(
-            "&Fit to Window",
-            self.view.fit,
-            shortcut="Ctrl+0",
-            icon_name="fit",
-            tip="Show the whole slide",
-        )
-        self.actual_size_action = a(
-            "&Actual Size",
-            self.view.actual_size,
-            shortcut="Ctrl+1",
-            icon_name="actual-size",
-            tip="One slide pixel per screen pixel",
-        )
-        self.overlay_action = a(
-            "Show &Overlay",
-            self.set_overlay_visible,
-            shortcut="O",
-            icon_name="overlay",
-            tip="Show or hide the tissue map (O)",
-            checkable=True,
-        )
-        self.overlay_action.setChecked(True)
-        self.shading_action = a(
-            "&Confidence Shading",
-            self._on_shading_toggled,
-            tip="Draw patches fainter where the model is unsure",
-            checkable=True,
-        )
-        self.map_action = a(
-            "&Map Tissue",
-            self.map_tissue,
-            shortcut="Ctrl+M",
-            icon_name="map",
-            tip="Classify every patch of the slide",
-        )
-        self.remap_action = a(
-            "&Re-map Tissue",
-            self.remap_tissue,
-            shortcut="Ctrl+Shift+M",
-            tip="Map the slide again and replace the saved map",
-        )
-        self.cancel_action = a(
-            "&Cancel Mapping",
-            self.cancel_mapping,
-            icon_name="cancel",
-            tip="Stop mapping and keep the patches done so far",
-        )
-        self.settings_action = a(
-            "Mapping &Settings...",
-            self.edit_mapping_settings,
-            icon_name="settings",
-            tip="Stride, device, batch size, background skipping",
-        )
-        self.load_model_action = a(
-            "&Load Model...",
-            self.choose_model,
-            shortcut="Ctrl+L",
-            icon_name="model",
-            tip="Load a tissue classifier",
-        )
-        self.load_model_folder_action = a(
-            "Load Model &Folder...",
-            self.choose_model_folder,
-            tip="Load a model folder holding model.safetensors",
-        )
-        self.export_view_action = a(
-            "&View Image with Overlay...",
-            self.choose_view_export,
-            tip="Save what the view shows, with the legend",
-        )
-        self.export_all_action = a(
-            "&All Map Formats to Folder...",
-            self.choose_export_folder,
-            tip="GeoJSON, CSV, PNG, NPZ and a summary",
-        )
-        self.export_actions = {
-            fmt: a(f"{label}...", lambda _=False, f=fmt: self.choose_export(f))
-            for fmt, (label, _) in _SINGLE_EXPORTS.items()
-        }
-        self.about_action = a("&About HistoViewer", self.show_about)
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.open_action)
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        file_menu.addAction(self.close_action)
-        file_menu.addSeparator()
-        self.export_menu = file_menu.addMenu(icon("export"), "&Export")
-        for action in self.export_actions.values():
-            self.export_menu.addAction(action)
-        self.export_menu.addAction(self.export_all_action)
-        self.export_menu.addSeparator()
-        self.export_menu.addAction(self.export_view_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-
-        view_menu = bar.addMenu("&View")
-        for action in (
-            self.zoom_in_action,
-            self.zoom_out_action,
-            self.fit_action,
-            self.actual_size_action,
-        ):
-            view_menu.addAction(action)
-        view_menu.addSeparator()
-        view_menu.addAction(self.overlay_action)
-        view_menu.addAction(self.shading_action)
-        view_menu.addSeparator()
-        for dock in (self.overview_dock, self.map_dock, self.patch_dock):
-            view_menu.addAction(dock.toggleViewAction())
-
-        analysis = bar.addMenu("&Analysis")
-        for action in (self.map_action, self.remap_action, self.cancel_action):
-            analysis.addAction(action)
-        analysis.addSeparator()
-        analysis.addAction(self.settings_action)
-
-        # Other features (Model Info, Train) add their actions to this menu.
-        self.model_menu = bar.addMenu("&Model")
-        self.model_menu.addAction(self.load_model_action)
-        self.model_menu.addAction(self.load_model_folder_action)
-
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(self.about_action)
-
-    def _build_toolbar(self) -> None:
-        tools = self.addToolBar("Main")
-        tools.setObjectName("main_toolbar")
-        tools.setMovable(False)
-        tools.addAction(self.open_action)
-        tools.addSeparator()
-        for action in (
-            self.zoom_in_action,
-            self.zoom_out_action,
-            self.fit_action,
-            self.actual_size_action,
-        ):
-            tools.addAction(action)
-        tools.addSeparator()
-        tools.addAction(self.map_action)
-        tools.addAction(self.cancel_action)
-        tools.addAction(self.overlay_action)
-        export_button = QToolButton()
-        export_button.setIcon(icon("export"))
-        export_button.setToolTip("Export the map or the view")
-        export_button.setMenu(self.export_menu)
-        export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.export_button = export_button
-        tools.addWidget(export_button)
-        tools.addSeparator()
-        tools.addAction(self.load_model_action)
-        tools.addAction(self.settings_action)
-
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.cursor_label = QLabel()
         self.zoom_label = QLabel()
         self.model_label = QLabel("No model")
+        self.training_label = QLabel()  # "Training: epoch 3/15" while a run goes on
+        self.training_label.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
         self.progress_label = QLabel()
         self.cancel_button = QToolButton()
-        self.cancel_button.setDefaultAction(self.cancel_action)
         self.cancel_button.setAutoRaise(True)
         for w in (self.progress_label, self.progress, self.cancel_button):
             w.setVisible(False)
             bar.addPermanentWidget(w)
-        for w in (self.cursor_label, self.zoom_label, self.model_label):
+        for w in (self.training_label, self.cursor_label, self.zoom_label, self.model_label):
             bar.addPermanentWidget(w)
+
+    def _finish_actions(self) -> None:
+        self.cancel_button.setDefaultAction(self.cancel_action)
+        self.train_action = actions.make_action(
+            self,
+            "&Train New Model...",
+            self.open_training_dialog,
+            tip="Train a tissue classifier on your own labelled tiles",
+        )
+        self.model_info_action = actions.make_action(
+            self,
+            "Model &Info...",
+            self.show_model_info,
+            shortcut="Ctrl+I",
+            tip="Classes, colours, input size, scale, training data and metrics of the model",
+        )
+        self.model_menu.addSeparator()
+        self.model_menu.addAction(self.model_info_action)
+        self.model_menu.addSeparator()
+        self.model_menu.addAction(self.train_action)
 
     # --- messages and questions (tests replace these) -----------------------------------
 
@@ -469,6 +240,13 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, title, suggestion, filters)
         return path or None
 
+    def ask_yes_no(self, title: str, text: str) -> bool:
+        """A blocking yes / no question (only for quitting with a training run going)."""
+        answer = QMessageBox.question(
+            self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     # --- state --------------------------------------------------------------------------
 
     @property
@@ -477,12 +255,17 @@ class MainWindow(QMainWindow):
 
     @property
     def classifier(self) -> Classifier | None:
-        return self._classifier
+        return self.models.classifier
+
+    @property
+    def model_path(self) -> str | None:
+        """The file the model in use was loaded from (None for one fresh from memory)."""
+        return self.models.path
 
     @property
     def tissue_map(self) -> TissueMap | None:
         """The map shown: the one being filled in while mapping, else the last result."""
-        return self._live if self._live is not None else self._map
+        return self.mapping.shown
 
     @property
     def mapping_settings(self) -> config.MappingSettings:
@@ -493,10 +276,13 @@ class MainWindow(QMainWindow):
         config.save_mapping_settings(self.settings, s)
 
     def is_mapping(self) -> bool:
-        return self._mapper.is_busy()
+        return self.mapping.is_busy()
 
     def is_loading_model(self) -> bool:
-        return self._loader.is_busy()
+        return self.models.is_loading()
+
+    def is_training(self) -> bool:
+        return self._training_dialog is not None and self._training_dialog.is_running()
 
     # --- slides -------------------------------------------------------------------------
 
@@ -530,16 +316,14 @@ class MainWindow(QMainWindow):
 
     def set_slide(self, reader: SlideReader | None) -> None:
         """Show an open ``reader`` (the window owns it from now on and closes it)."""
-        self._mapper.cancel()  # a running job maps the old slide: drop its results
+        self.mapping.reset()  # a running job maps the old slide: drop its results
         old = self._slide
         self._slide = reader
-        self._live = None
-        self._map = None
         self._select(None)
         self.view.set_slide(reader)
         self._show_map(None)
         if old is not None:
-            self._retire(old)
+            self.mapping.retire(old)
         if reader is None:
             self.setWindowTitle(APP_TITLE)
         else:
@@ -551,17 +335,9 @@ class MainWindow(QMainWindow):
                 f"{reader.format_name}",
                 8000,
             )
-            self._restore_cached_map()
+            self.mapping.restore_cached()
         self._update_actions()
         self.slide_changed.emit(reader)
-
-    def _retire(self, reader: SlideReader) -> None:
-        """Close ``reader`` now, or when the jobs still reading it have ended."""
-        busy = [j for j, r in self._job_slides.items() if r is reader]
-        if busy:
-            self._retired[busy[-1]] = reader
-        else:
-            reader.close()
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -617,7 +393,7 @@ class MainWindow(QMainWindow):
 
     def open_dropped(self, path: str) -> None:
         """A model file loads as the model; anything else opens as a slide."""
-        if path.lower().endswith(MODEL_SUFFIXES) or (Path(path) / "model.safetensors").is_file():
+        if is_model_path(path):
             self.load_model(path)
         else:
             self.open_slide(path)
@@ -625,15 +401,10 @@ class MainWindow(QMainWindow):
     # --- models -------------------------------------------------------------------------
 
     def choose_model(self) -> None:
-        start = str(Path(self._model_path).parent) if self._model_path else ""
-        filters = "Models (*.safetensors *.pth.tar *.pth *.pt *.tar);;All files (*)"
-        if path := self.ask_open_file("Load Model", start, filters):
-            self.load_model(path)
+        self.models.choose_model()
 
     def choose_model_folder(self) -> None:
-        start = self._model_path or ""
-        if path := self.ask_directory("Load Model Folder", start):
-            self.load_model(path)
+        self.models.choose_model_folder()
 
     def load_model(self, path: str | Path) -> int:
         """Load a model in the background; returns the job id.
@@ -641,15 +412,7 @@ class MainWindow(QMainWindow):
         On success it becomes the classifier (:meth:`set_classifier`), on failure
         a dialog explains why and the current model stays.
         """
-        path = str(path)
-        device = self._mapping.device
-        self._loading_path = path
-        self.model_label.setText(f"Loading {Path(path).name}...")
-        job = self._loader.start(
-            lambda ctx: load_model(path, device=device), f"load the model {Path(path).name}"
-        )
-        self._update_actions()
-        return job
+        return self.models.load(path)
 
     def _restore_model(self) -> None:
         """Load the model used last time, else the first one shipped with the app."""
@@ -659,14 +422,6 @@ class MainWindow(QMainWindow):
         elif shipped := find_shipped_models():
             self.load_model(shipped[0])
 
-    def _on_model_loaded(self, job_id: int, classifier: Classifier) -> None:
-        self.set_classifier(classifier, self._loading_path)
-
-    def _on_model_failed(self, job_id: int, failure: JobFailure) -> None:
-        self._update_model_label()
-        self._update_actions()
-        self.show_error(failure.title, failure.message)
-
     def set_classifier(self, classifier: Classifier | None, path: str | None = None) -> None:
         """Use ``classifier`` for mapping (None unloads it).
 
@@ -674,53 +429,56 @@ class MainWindow(QMainWindow):
         (a classifier fresh from training may have none). A running mapping is
         stopped, and the map shown becomes the cached one for this model, if any.
         """
-        self._mapper.cancel()
-        self._live = None
-        self._classifier = classifier
-        self._model_path = str(path) if path else None
-        if path:
-            config.set_last_model_path(self.settings, str(path))
-        self._update_model_label()
-        self._map = None
+        self.mapping.reset()
+        self.models.set_current(classifier, path)
         self._show_map(None)
-        self._restore_cached_map()
+        self.mapping.restore_cached()
         self._update_actions()
         self.model_changed.emit(classifier)
 
-    def _update_model_label(self) -> None:
-        clf = self._classifier
-        if clf is None:
-            self.model_label.setText("No model")
-            self.model_label.setToolTip("Model > Load Model... loads one")
+    def show_model_info(self):
+        """Model > Model Info: the model in use, its classes, scale, training and metrics."""
+        return self.models.show_info()
+
+    def open_training_dialog(self):
+        """Model > Train New Model: show the (single, non-modal) training dialog."""
+        if self._training_dialog is None:
+            from histoviewer.gui.training_dialog import TrainingDialog
+
+            self._training_dialog = TrainingDialog(self.settings, self)
+            self._training_dialog.use_model.connect(self._use_trained_model)
+            self._training_dialog.state_changed.connect(self._on_training_state)
+            self._training_dialog.run_finished.connect(self._on_training_finished)
+        self._training_dialog.show()
+        self._training_dialog.raise_()
+        self._training_dialog.activateWindow()
+        return self._training_dialog
+
+    @property
+    def training_dialog(self):
+        """The training dialog, or None before Model > Train New Model was first used."""
+        return self._training_dialog
+
+    def _use_trained_model(self, classifier: Classifier, path: str) -> None:
+        self.set_classifier(classifier, path)
+        self.statusBar().showMessage(f"Using the model trained in {Path(path).parent}", 8000)
+
+    def _on_training_finished(self, result) -> None:
+        if result.cancelled:
+            text = f"Training stopped after epoch {result.epochs_done}; it can be resumed."
         else:
-            self.model_label.setText(f"Model: {clf.info.name or clf.info.arch}")
-            self.model_label.setToolTip(
-                f"{clf.info.arch}, {clf.num_classes} classes, on {clf.device}\n"
-                f"{self._model_path or 'not saved to a file'}\nfingerprint {clf.fingerprint[:16]}"
+            accuracy = (result.test_metrics or {}).get("accuracy", 0.0)
+            text = (
+                f"Training finished: test accuracy {accuracy * 100:.1f} %. "
+                "Model > Train New Model... shows the results."
             )
+        self.statusBar().showMessage(text, 15000)
+
+    def _on_training_state(self, text: str) -> None:
+        self.training_label.setText(text)
+        self.training_label.setVisible(bool(text))
 
     # --- mapping ------------------------------------------------------------------------
-
-    def _key(self) -> MapKey | None:
-        if self._slide is None or self._classifier is None:
-            return None
-        s = self._mapping
-        return map_key(self._slide, self._classifier, s.stride, s.skip_background)
-
-    def _restore_cached_map(self) -> bool:
-        key = self._key()
-        tmap = self.cache.load(key) if key is not None else None
-        if tmap is None:
-            return False
-        self._map = tmap
-        self._show_map(tmap)
-        self.statusBar().showMessage(
-            f"Showing the saved map from {self._classifier.info.name or 'this model'} "
-            f"({tmap.classified_count:,} patches). Analysis > Re-map Tissue maps again.",
-            8000,
-        )
-        self.map_changed.emit(tmap)
-        return True
 
     def map_tissue(self) -> int | None:
         """Map the slide with the loaded model, or show the saved map for it.
@@ -728,119 +486,15 @@ class MainWindow(QMainWindow):
         Returns the job id, or None when nothing was started (a saved map was
         shown, or something is missing and a message said what to do).
         """
-        return self._start_mapping(use_cache=True)
+        return self.mapping.start(use_cache=True)
 
     def remap_tissue(self) -> int | None:
         """Map the slide again, ignoring and then replacing the saved map."""
-        return self._start_mapping(use_cache=False)
-
-    def _start_mapping(self, *, use_cache: bool) -> int | None:
-        if self._slide is None:
-            self.show_info("No slide", "Open a slide first (File > Open Slide...).")
-            return None
-        if self._classifier is None:
-            self.show_info("No model loaded", NO_MODEL_TEXT)
-            return None
-        if self.is_mapping():
-            return self._mapper.current_job
-        if use_cache and self._restore_cached_map():
-            return None
-        slide, clf, s = self._slide, self._classifier, self._mapping
-        try:
-            grid = make_grid(slide, clf.info, s.stride)
-        except HistoViewerError as exc:
-            self.show_error("Cannot map the slide", str(exc))
-            return None
-        self._live = TissueMap.empty(
-            grid, clf.info.class_names, clf.info.class_colors, mpp=slide.mpp
-        )
-        self._job_key = self._key()
-        self._select(None)
-        self._show_map(self._live)
-
-        def job(ctx) -> TissueMap:
-            return map_slide(
-                slide,
-                clf,
-                stride=s.stride,
-                batch_size=s.batch_size,
-                skip_background=s.skip_background,
-                device=s.device,
-                progress=ctx.progress,
-                cancel=ctx.cancel,
-                on_batch=ctx.partial,
-            )
-
-        job_id = self._mapper.start(job, f"map {slide.path.name if slide.path else 'the slide'}")
-        self._job_slides[job_id] = slide
-        self.progress.setRange(0, 0)  # busy until the first progress report
-        self.progress_label.setText("Finding tissue...")
-        for w in (self.progress_label, self.progress, self.cancel_button):
-            w.setVisible(True)
-        self._update_actions()
-        return job_id
+        return self.mapping.start(use_cache=False)
 
     def cancel_mapping(self) -> None:
         """Stop mapping at the next batch; the patches done so far stay on screen."""
-        if self.is_mapping():
-            self.progress_label.setText("Cancelling...")
-            self._mapper.request_stop()
-
-    def _on_map_progress(self, job_id: int, p: MapProgress) -> None:
-        self.progress.setRange(0, max(1, p.total))
-        self.progress.setValue(p.done)
-        self.progress_label.setText(progress_text(p))
-
-    def _on_map_batch(self, job_id: int, batch: BatchResult) -> None:
-        live = self._live
-        if live is None:
-            return
-        live.probs[batch.rows, batch.cols] = batch.probs
-        live.state[batch.rows, batch.cols] = CLASSIFIED
-        self.overlay.refresh()
-        self.legend.set_map(live)
-        self._refresh_selection()
-
-    def _on_map_done(self, job_id: int, tmap: TissueMap) -> None:
-        self._end_job_ui()
-        self._live = None
-        self._map = tmap
-        self._show_map(tmap)
-        if tmap.complete and self._job_key is not None:
-            try:
-                self.cache.save(self._job_key, tmap)
-            except (HistoViewerError, ValueError) as exc:
-                log.warning("map not cached: %s", exc)
-                self.statusBar().showMessage(f"The map could not be saved for next time: {exc}")
-            else:
-                self.statusBar().showMessage(
-                    f"Mapped {tmap.classified_count:,} patches in {format_duration(tmap.elapsed)}.",
-                    10000,
-                )
-        elif not tmap.complete:
-            self.statusBar().showMessage(
-                f"Mapping cancelled: {tmap.classified_count:,} patches classified, "
-                f"{tmap.pending_count:,} not. This partial map is not saved.",
-                10000,
-            )
-        self.map_changed.emit(tmap)
-        self.mapping_finished.emit(tmap)
-
-    def _on_map_failed(self, job_id: int, failure: JobFailure) -> None:
-        self._end_job_ui()
-        self._live = None
-        self._show_map(self._map)
-        self.show_error(failure.title, failure.message)
-
-    def _on_map_thread_finished(self, job_id: int) -> None:
-        self._job_slides.pop(job_id, None)
-        if (reader := self._retired.pop(job_id, None)) is not None:
-            reader.close()
-
-    def _end_job_ui(self) -> None:
-        for w in (self.progress_label, self.progress, self.cancel_button):
-            w.setVisible(False)
-        self._update_actions()
+        self.mapping.cancel()
 
     def edit_mapping_settings(self) -> None:
         dialog = config.MappingSettingsDialog(self._mapping, self)
@@ -851,8 +505,8 @@ class MainWindow(QMainWindow):
     def _settings_accepted(self, s: config.MappingSettings) -> None:
         changed = s != self._mapping
         self.set_mapping_settings(s)
-        if changed and not self.is_mapping() and self._map is None:
-            self._restore_cached_map()
+        if changed and not self.is_mapping() and self.mapping.result is None:
+            self.mapping.restore_cached()
 
     # --- overlay and panels -------------------------------------------------------------
 
@@ -946,106 +600,32 @@ class MainWindow(QMainWindow):
     def _on_zoom_changed(self, zoom: float) -> None:
         self.zoom_label.setText(f"Zoom {zoom * 100:.3g} %")
 
-    # --- export -------------------------------------------------------------------------
-
-    def _export_base(self) -> Path:
-        """A suggested file name stem: beside the slide, named after it."""
-        folder = self.settings.value("export/last_dir", "")
-        slide = self._slide.path if self._slide and self._slide.path else Path("slide")
-        base = Path(str(folder)) if folder else slide.parent
-        return base / f"{slide.stem}.map"
+    # --- export (see exporting.py) ------------------------------------------------------
 
     def choose_export(self, fmt: str) -> None:
-        if not self._need_map():
-            return
-        label, filters = _SINGLE_EXPORTS[fmt]
-        suggestion = str(self._export_base()) + exports.FORMATS[fmt]
-        if path := self.ask_save_file(f"Export {label}", suggestion, filters):
-            self.export_map(fmt, path)
+        self.exporter.choose_export(fmt)
 
     def export_map(self, fmt: str, path: str | Path) -> bool:
         """Write the shown map as ``fmt`` (geojson, csv, png, npz) to ``path``."""
-        writer = {
-            "geojson": exports.export_geojson,
-            "csv": exports.export_csv,
-            "png": exports.export_png,
-            "npz": exports.export_npz,
-        }[fmt]
-        return self._run_export(
-            lambda: writer(self.tissue_map, path), Path(path).parent, f"Exported {Path(path).name}"
-        )
+        return self.exporter.export_map(fmt, path)
 
     def choose_export_folder(self) -> None:
-        if not self._need_map():
-            return
-        base = self._export_base()
-        if folder := self.ask_directory("Export All Map Formats", str(base.parent)):
-            self.export_all(folder, base.name)
+        self.exporter.choose_export_folder()
 
     def export_all(self, folder: str | Path, stem: str) -> bool:
-        return self._run_export(
-            lambda: exports.export_all(self.tissue_map, folder, stem),
-            Path(folder),
-            f"Exported GeoJSON, CSV, PNG, NPZ and summary to {folder}",
-        )
+        """Write every map format and a summary to ``folder`` as ``stem.*``."""
+        return self.exporter.export_all(folder, stem)
 
     def choose_view_export(self) -> None:
-        if self._slide is None:
-            self.show_info("No slide", "Open a slide first (File > Open Slide...).")
-            return
-        suggestion = str(self._export_base().with_name(self._export_base().stem + "-view.png"))
-        if path := self.ask_save_file("Export View Image", suggestion, "PNG image (*.png)"):
-            self.export_view_image(path)
+        self.exporter.choose_view_export()
 
     def view_image(self) -> QImage:
         """What the view shows (slide and overlay), with the legend in a corner."""
-        image = self.view.viewport().grab().toImage()
-        tmap = self.tissue_map
-        if tmap is not None and self.overlay.isVisible():
-            painter = QPainter(image)
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            draw_legend(painter, 10, 10, legend_entries(tmap))
-            painter.end()
-        return image
+        return self.exporter.view_image()
 
     def export_view_image(self, path: str | Path) -> bool:
         """Save :meth:`view_image` as a PNG (atomically); False and a dialog on failure."""
-
-        def write() -> None:
-            data = QByteArray()
-            buffer = QBuffer(data)
-            buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-            if not self.view_image().save(buffer, "PNG"):
-                raise HistoViewerError(f"cannot encode the view image for {path}")
-            buffer.close()
-            atomic_write_bytes(path, bytes(data.data()))
-
-        return self._run_export(write, Path(path).parent, f"Saved {Path(path).name}")
-
-    def _need_map(self) -> bool:
-        if self.tissue_map is None:
-            self.show_info(
-                "No map",
-                "There is no tissue map to export yet. Map the slide "
-                "first (Analysis > Map Tissue).",
-            )
-            return False
-        return True
-
-    def _run_export(self, write: Callable[[], object], folder: Path, done: str) -> bool:
-        try:
-            write()
-        except HistoViewerError as exc:
-            self.show_error("Export failed", str(exc))
-            return False
-        except Exception as exc:  # an exporter bug must not take the window down
-            log.exception("export failed")
-            failure = describe_error(exc, "export")
-            self.show_error(failure.title, failure.message)
-            return False
-        self.settings.setValue("export/last_dir", str(folder))
-        self.statusBar().showMessage(done, 8000)
-        return True
+        return self.exporter.export_view_image(path)
 
     # --- misc ---------------------------------------------------------------------------
 
@@ -1059,30 +639,9 @@ class MainWindow(QMainWindow):
         )
 
     def _update_actions(self) -> None:
-        has_slide = self._slide is not None
-        has_map = self.tissue_map is not None
-        mapping = self.is_mapping()
-        self.close_action.setEnabled(has_slide)
-        for action in (
-            self.zoom_in_action,
-            self.zoom_out_action,
-            self.fit_action,
-            self.actual_size_action,
-            self.export_view_action,
-        ):
-            action.setEnabled(has_slide)
-        # Map Tissue stays enabled without a model: it then says how to get one.
-        self.map_action.setEnabled(not mapping)
-        self.remap_action.setEnabled(not mapping and self._map is not None)
-        self.cancel_action.setEnabled(mapping)
-        for action in [*self.export_actions.values(), self.export_all_action]:
-            action.setEnabled(has_map)
-        self.load_model_action.setEnabled(not self.is_loading_model())
-        self.load_model_folder_action.setEnabled(not self.is_loading_model())
-        if self._classifier is None:
-            self.map_action.setStatusTip("Load a model first (Model > Load Model...)")
-        else:
-            self.map_action.setStatusTip("Classify every patch of the slide")
+        if hasattr(self, "model_info_action"):  # not while the window is being built
+            actions.update_actions(self)
+            self.model_info_action.setEnabled(self.classifier is not None)
 
     def _restore_geometry(self) -> None:
         geometry = self.settings.value("window/geometry")
@@ -1094,12 +653,15 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def shutdown(self) -> None:
-        """Stop and wait for every job, save the settings, close the slide.
+        """Stop and wait for every job (a training run keeps its last epoch), save the
+        settings, close the slide.
 
         Idempotent; closing the window calls it.
         """
-        self._mapper.shutdown()
-        self._loader.shutdown()
+        if self._training_dialog is not None:
+            self._training_dialog.shutdown()
+        self.mapping.shutdown()
+        self.models.shutdown()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         self._save_view_settings()
@@ -1108,10 +670,14 @@ class MainWindow(QMainWindow):
         if self._slide is not None:
             reader, self._slide = self._slide, None
             reader.close()
-        for reader in self._retired.values():
-            reader.close()
-        self._retired.clear()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.is_training() and not self.ask_yes_no(
+            "Stop training?",
+            "A model is being trained. Quit and stop it? The run can be resumed later "
+            "from its last completed epoch (Model > Train New Model > Resume).",
+        ):
+            event.ignore()
+            return
         self.shutdown()
         event.accept()

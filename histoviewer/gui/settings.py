@@ -30,6 +30,7 @@ _RECENT = "files/recent"
 _MODEL = "model/last_path"
 _MAPPING = "mapping/"
 _VIEW = "view/"
+_TRAINING = "training/"
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,17 @@ def set_last_model_path(qs: QSettings, path: str | None) -> None:
         qs.setValue(_MODEL, path)
     else:
         qs.remove(_MODEL)
+
+
+def training_value(qs: QSettings, key: str) -> str:
+    """A remembered Train New Model choice ("data", "last_run", "runs_root", "device",
+    "preset"); "" when none."""
+    value = qs.value(_TRAINING + key)
+    return str(value) if value else ""
+
+
+def set_training_value(qs: QSettings, key: str, value: str) -> None:
+    qs.setValue(_TRAINING + key, value)
 
 
 def _int(value: object, default: int, lo: int, hi: int) -> int:

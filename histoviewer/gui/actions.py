@@ -1,0 +1,245 @@
+"""The main window's actions, menus, toolbar and shortcuts.
+
+:func:`build_actions` creates every ``QAction`` as an attribute of the window
+(``window.open_action``, ``window.map_action``, ...), :func:`build_menus` and
+:func:`build_toolbar` place them, and :func:`update_actions` enables each one for
+the window's current state. The slots are the window's public methods, so the
+actions only wire, they never decide.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QToolButton
+
+from histoviewer.gui.exporting import SINGLE_EXPORTS
+from histoviewer.gui.icons import icon
+
+if TYPE_CHECKING:
+    from histoviewer.gui.mainwindow import MainWindow
+
+
+def make_action(
+    parent: QObject,
+    text: str,
+    slot: object,
+    *,
+    shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None,
+    icon_name: str | None = None,
+    tip: str | None = None,
+    checkable: bool = False,
+) -> QAction:
+    """A QAction connected to ``slot`` (``toggled`` when checkable, else ``triggered``)."""
+    action = QAction(text, parent)
+    if icon_name:
+        action.setIcon(icon(icon_name))
+    if shortcut is not None:
+        action.setShortcut(QKeySequence(shortcut))
+    if tip:
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
+    action.setCheckable(checkable)
+    (action.toggled if checkable else action.triggered).connect(slot)
+    return action
+
+
+def build_actions(w: MainWindow) -> None:
+    """Create the window's actions (the view must exist: zoom actions call it)."""
+    std = QKeySequence.StandardKey
+
+    def a(*args, **kwargs) -> QAction:
+        return make_action(w, *args, **kwargs)
+
+    w.open_action = a(
+        "&Open Slide...",
+        w.choose_slide,
+        shortcut=std.Open,
+        icon_name="open",
+        tip="Open a whole-slide image",
+    )
+    w.close_action = a(
+        "&Close Slide", w.close_slide, shortcut=std.Close, icon_name="close", tip="Close the slide"
+    )
+    w.quit_action = a("&Quit", w.close, shortcut=std.Quit)
+    w.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+    w.zoom_in_action = a(
+        "Zoom &In", w.view.zoom_in, shortcut=std.ZoomIn, icon_name="zoom-in", tip="Zoom in"
+    )
+    w.zoom_out_action = a(
+        "Zoom &Out", w.view.zoom_out, shortcut=std.ZoomOut, icon_name="zoom-out", tip="Zoom out"
+    )
+    w.fit_action = a(
+        "&Fit to Window", w.view.fit, shortcut="Ctrl+0", icon_name="fit", tip="Show the whole slide"
+    )
+    w.actual_size_action = a(
+        "&Actual Size",
+        w.view.actual_size,
+        shortcut="Ctrl+1",
+        icon_name="actual-size",
+        tip="One slide pixel per screen pixel",
+    )
+    w.overlay_action = a(
+        "Show &Overlay",
+        w.set_overlay_visible,
+        shortcut="O",
+        icon_name="overlay",
+        tip="Show or hide the tissue map (O)",
+        checkable=True,
+    )
+    w.overlay_action.setChecked(True)
+    w.shading_action = a(
+        "&Confidence Shading",
+        w._on_shading_toggled,
+        tip="Draw patches fainter where the model is unsure",
+        checkable=True,
+    )
+    w.map_action = a(
+        "&Map Tissue",
+        w.map_tissue,
+        shortcut="Ctrl+M",
+        icon_name="map",
+        tip="Classify every patch of the slide",
+    )
+    w.remap_action = a(
+        "&Re-map Tissue",
+        w.remap_tissue,
+        shortcut="Ctrl+Shift+M",
+        tip="Map the slide again and replace the saved map",
+    )
+    w.cancel_action = a(
+        "&Cancel Mapping",
+        w.cancel_mapping,
+        icon_name="cancel",
+        tip="Stop mapping and keep the patches done so far",
+    )
+    w.settings_action = a(
+        "Mapping &Settings...",
+        w.edit_mapping_settings,
+        icon_name="settings",
+        tip="Stride, device, batch size, background skipping",
+    )
+    w.load_model_action = a(
+        "&Load Model...",
+        w.choose_model,
+        shortcut="Ctrl+L",
+        icon_name="model",
+        tip="Load a tissue classifier",
+    )
+    w.load_model_folder_action = a(
+        "Load Model &Folder...",
+        w.choose_model_folder,
+        tip="Load a model folder holding model.safetensors",
+    )
+    w.export_view_action = a(
+        "&View Image with Overlay...",
+        w.choose_view_export,
+        tip="Save what the view shows, with the legend",
+    )
+    w.export_all_action = a(
+        "&All Map Formats to Folder...",
+        w.choose_export_folder,
+        tip="GeoJSON, CSV, PNG, NPZ and a summary",
+    )
+    w.export_actions = {
+        fmt: a(f"{label}...", lambda _=False, f=fmt: w.choose_export(f))
+        for fmt, (label, _) in SINGLE_EXPORTS.items()
+    }
+    w.about_action = a("&About HistoViewer", w.show_about)
+
+
+def build_menus(w: MainWindow) -> None:
+    bar = w.menuBar()
+    file_menu = bar.addMenu("&File")
+    file_menu.addAction(w.open_action)
+    w.recent_menu = file_menu.addMenu("Open &Recent")
+    w.recent_menu.aboutToShow.connect(w._fill_recent_menu)
+    file_menu.addAction(w.close_action)
+    file_menu.addSeparator()
+    w.export_menu = file_menu.addMenu(icon("export"), "&Export")
+    for action in w.export_actions.values():
+        w.export_menu.addAction(action)
+    w.export_menu.addAction(w.export_all_action)
+    w.export_menu.addSeparator()
+    w.export_menu.addAction(w.export_view_action)
+    file_menu.addSeparator()
+    file_menu.addAction(w.quit_action)
+
+    view_menu = bar.addMenu("&View")
+    for action in (w.zoom_in_action, w.zoom_out_action, w.fit_action, w.actual_size_action):
+        view_menu.addAction(action)
+    view_menu.addSeparator()
+    view_menu.addAction(w.overlay_action)
+    view_menu.addAction(w.shading_action)
+    view_menu.addSeparator()
+    for dock in (w.overview_dock, w.map_dock, w.patch_dock):
+        view_menu.addAction(dock.toggleViewAction())
+
+    analysis = bar.addMenu("&Analysis")
+    for action in (w.map_action, w.remap_action, w.cancel_action):
+        analysis.addAction(action)
+    analysis.addSeparator()
+    analysis.addAction(w.settings_action)
+
+    # Other features (Model Info, Train) add their actions to this menu.
+    w.model_menu = bar.addMenu("&Model")
+    w.model_menu.addAction(w.load_model_action)
+    w.model_menu.addAction(w.load_model_folder_action)
+
+    help_menu = bar.addMenu("&Help")
+    help_menu.addAction(w.about_action)
+
+
+def build_toolbar(w: MainWindow) -> None:
+    tools = w.addToolBar("Main")
+    tools.setObjectName("main_toolbar")
+    tools.setMovable(False)
+    tools.addAction(w.open_action)
+    tools.addSeparator()
+    for action in (w.zoom_in_action, w.zoom_out_action, w.fit_action, w.actual_size_action):
+        tools.addAction(action)
+    tools.addSeparator()
+    tools.addAction(w.map_action)
+    tools.addAction(w.cancel_action)
+    tools.addAction(w.overlay_action)
+    export_button = QToolButton()
+    export_button.setIcon(icon("export"))
+    export_button.setToolTip("Export the map or the view")
+    export_button.setMenu(w.export_menu)
+    export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+    w.export_button = export_button
+    tools.addWidget(export_button)
+    tools.addSeparator()
+    tools.addAction(w.load_model_action)
+    tools.addAction(w.settings_action)
+
+
+def update_actions(w: MainWindow) -> None:
+    """Enable each action for the window's state (slide, map, running jobs)."""
+    has_slide = w.slide is not None
+    has_map = w.tissue_map is not None
+    mapping = w.is_mapping()
+    loading = w.is_loading_model()
+    w.close_action.setEnabled(has_slide)
+    for action in (
+        w.zoom_in_action,
+        w.zoom_out_action,
+        w.fit_action,
+        w.actual_size_action,
+        w.export_view_action,
+    ):
+        action.setEnabled(has_slide)
+    # Map Tissue stays enabled without a model: it then says how to get one.
+    w.map_action.setEnabled(not mapping)
+    w.remap_action.setEnabled(not mapping and w.mapping.result is not None)
+    w.cancel_action.setEnabled(mapping)
+    for action in [*w.export_actions.values(), w.export_all_action]:
+        action.setEnabled(has_map)
+    w.load_model_action.setEnabled(not loading)
+    w.load_model_folder_action.setEnabled(not loading)
+    if w.classifier is None:
+        w.map_action.setStatusTip("Load a model first (Model > Load Model...)")
+    else:
+        w.map_action.setStatusTip("Classify every patch of the slide")

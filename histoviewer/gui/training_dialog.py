@@ -1,0 +1,407 @@
+"""Model > Train New Model: set up, run, watch, cancel, resume and use a training run.
+
+:class:`TrainingDialog` is non-modal and lives as long as the main window: closing
+or hiding it leaves a running job alone, and reopening it shows that job. The run
+is :func:`histoviewer.training.fit` in a :class:`~histoviewer.gui.workers.JobRunner`
+job; its :class:`~histoviewer.training.TrainEvent` reports arrive as queued
+signals and drive the labels, the curves (:mod:`histoviewer.gui.curves`) and the
+log. Cancel stops at the next batch and leaves ``last.pt`` with the last completed
+epoch, which Resume continues, also after the app was closed or crashed. Errors
+(a broken dataset, out of memory, a full disk) are shown in red in the dialog and
+in its log; the trainer writes every file atomically, so none is left corrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QCloseEvent, QFont
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from histoviewer.errors import DeviceError, HistoViewerError
+from histoviewer.gui.curves import TrainingCurves
+from histoviewer.gui.mapping_controller import format_duration
+from histoviewer.gui.training_form import ERROR_STYLE, TrainingForm
+from histoviewer.gui.training_results import ResultsPanel
+from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
+from histoviewer.model import load_model
+from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
+
+log = logging.getLogger(__name__)
+
+
+def _train_job(config: TrainConfig, resume: bool, device: str):
+    """The worker-thread function for a new run (``resume`` False) or a resumed one."""
+
+    def job(ctx: JobContext) -> FitResult:
+        try:
+            cfg = resume_config(config.out, device=device) if resume else config
+            return fit(cfg, ctx.progress, ctx.cancel, resume=resume)
+        except (MemoryError, RuntimeError) as exc:
+            # fit turns CUDA's out-of-memory error into DeviceError; this catches the
+            # CPU's RAM and other back ends, with advice that fits training.
+            if not isinstance(exc, MemoryError) and "out of memory" not in str(exc).lower():
+                raise
+            raise DeviceError(
+                f"the computer ran out of memory training {config.arch} at {config.image_size} "
+                f"px with batch size {config.batch_size}; use a smaller batch size or image "
+                "size, fewer images per class, or close other programs"
+            ) from None
+
+    return job
+
+
+class TrainingDialog(QDialog):
+    """The training dialog of ``parent`` (the main window); ``settings`` remembers choices.
+
+    Signals: ``use_model(Classifier, path)`` when "Use this model" loaded the best
+    checkpoint; ``state_changed(str)`` a one-line state for the main window's status
+    bar ("" when idle); ``run_finished(FitResult)`` (complete or cancelled) and
+    ``run_failed(str)`` (the message shown).
+    """
+
+    use_model = Signal(object, str)
+    state_changed = Signal(str)
+    run_finished = Signal(object)
+    run_failed = Signal(str)
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Train New Model")
+        self.setModal(False)
+        self.settings = settings
+        self.result: FitResult | None = None
+        self._out: str | None = None  # the folder of the run under way or last finished
+        self._epochs = 0
+        self._started = 0.0
+
+        self.runner = JobRunner(self)
+        self.runner.progress.connect(self._on_event)
+        self.runner.succeeded.connect(self._on_finished)
+        self.runner.failed.connect(self._on_failed)
+
+        self.form = TrainingForm(settings)
+        self.form.changed.connect(self._update_buttons)
+        self._build()
+        self._update_buttons()
+        self.resize(1260, 800)
+
+    # --- layout -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        form_scroll = QScrollArea()
+        form_scroll.setWidget(self.form)
+        form_scroll.setWidgetResizable(True)
+        form_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        form_scroll.setMinimumWidth(400)
+
+        self.status_label = QLabel("Not started.")
+        bold = QFont(self.status_label.font())
+        bold.setBold(True)
+        self.status_label.setFont(bold)
+        self.speed_label = QLabel()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)
+        self.curves = TrainingCurves()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.results = ResultsPanel()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.log_view, "Log")
+        self.tabs.addTab(self.results, "Test results")
+
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.speed_label)
+        self.right_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.right_splitter.addWidget(self.curves)
+        self.right_splitter.addWidget(self.tabs)
+        self.right_splitter.setSizes([400, 260])
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addLayout(status_row)
+        rl.addWidget(self.progress)
+        rl.addWidget(self.right_splitter, 1)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(form_scroll)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([420, 820])
+
+        self.error_label = QLabel()
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet(ERROR_STYLE)
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.setVisible(False)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setDefault(True)
+        self.resume_button = QPushButton("Resume")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(
+            "Stop at the next batch; the last completed epoch is kept and can be resumed"
+        )
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setToolTip("Map slides with the best model of the finished run")
+        self.hide_button = QPushButton("Hide")
+        self.hide_button.setToolTip("Hide this window; training goes on (Model > Train New Model)")
+        self.start_button.clicked.connect(self.start)
+        self.resume_button.clicked.connect(self.resume)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.use_button.clicked.connect(self.use_trained_model)
+        self.hide_button.clicked.connect(self.hide)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.resume_button, self.cancel_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.hide_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.error_label)
+        layout.addLayout(buttons)
+
+    # --- state --------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self.runner.is_busy()
+
+    def _update_buttons(self) -> None:
+        running = self.is_running()
+        form = self.form
+        free_folder = form.earlier_run is None and not form.run_problem
+        self.start_button.setEnabled(
+            not running and form.dataset_ok and free_folder and not form.checking()
+        )
+        run = form.earlier_run
+        self.resume_button.setEnabled(not running and run is not None and not run.finished)
+        self.cancel_button.setEnabled(running)
+        finished = self.result is not None and not self.result.cancelled
+        self.use_button.setEnabled(not running and finished)
+        form.set_editable(not running)
+
+    def show_error(self, text: str) -> None:
+        """Show ``text`` in the dialog's red message area and in the log."""
+        self.error_label.setText(text)
+        self.error_label.setVisible(True)
+        self.log(f"Error: {text}")
+
+    def _clear_error(self) -> None:
+        self.error_label.clear()
+        self.error_label.setVisible(False)
+
+    def log(self, text: str) -> None:
+        self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+
+    def log_text(self) -> str:
+        return self.log_view.toPlainText()
+
+    # --- running ------------------------------------------------------------------------
+
+    def start(self) -> int | None:
+        """Start a new run with the form's settings; returns the job id (None if refused)."""
+        if self.is_running() or not self.start_button.isEnabled():
+            return None
+        try:
+            cfg = self.form.config()
+        except HistoViewerError as exc:
+            self.show_error(str(exc))
+            return None
+        self.form.remember()
+        return self._launch(cfg, resume=False)
+
+    def resume(self) -> int | None:
+        """Continue the interrupted run in the output folder from its last completed epoch."""
+        run = self.form.earlier_run
+        if self.is_running() or run is None or run.finished:
+            return None
+        try:
+            cfg = TrainConfig.from_dict(run.config).replace(out=run.folder)
+        except HistoViewerError as exc:
+            self.show_error(f"cannot resume the run in {run.folder}: {exc}")
+            return None
+        self.form.remember()
+        return self._launch(cfg, resume=True)
+
+    def _launch(self, cfg: TrainConfig, *, resume: bool) -> int:
+        self._clear_error()
+        self.result = None
+        self.results.clear()
+        self._out = cfg.out
+        self._epochs = cfg.epochs
+        self._started = time.monotonic()
+        self.curves.clear(cfg.epochs)
+        self.progress.setValue(0)
+        self.speed_label.clear()
+        verb = "Resuming" if resume else "Starting"
+        self.log(
+            f"{verb} {cfg.arch} ({cfg.preset}) for {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"{cfg.image_size} px, lr {cfg.lr:g} on {self.form.device}; output {cfg.out}"
+        )
+        self.status_label.setText("Reading the tiles...")
+        self.tabs.setCurrentWidget(self.log_view)
+        job = self.runner.start(_train_job(cfg, resume, self.form.device), "train the model")
+        self._update_buttons()
+        self._emit_state(f"Training: starting ({Path(cfg.out).name})")
+        return job
+
+    def cancel(self) -> None:
+        """Stop at the next batch; ``last.pt`` keeps the last completed epoch."""
+        if self.is_running():
+            self.status_label.setText("Cancelling after this batch...")
+            self.log("Cancel requested.")
+            self.runner.request_stop()
+            self.cancel_button.setEnabled(False)
+
+    def _emit_state(self, text: str) -> None:
+        self.state_changed.emit(text)
+
+    def _on_event(self, job_id: int, e: TrainEvent) -> None:
+        kind = e.kind
+        if kind == "load":
+            self.status_label.setText(f"Reading tiles: {e.batch:,} / {e.batches:,}")
+            if e.batches:
+                self.progress.setValue(int(50 * e.batch / e.batches))
+        elif kind == "start":
+            self._epochs = e.epochs
+            self.curves.set_history(e.history, e.epochs)
+            self.log(f"Training started ({e.message}).")
+            if e.epoch:
+                self.log(f"Continuing after epoch {e.epoch} of {e.epochs}.")
+            self._set_progress(e.epoch, 0, 1)
+        elif kind == "batch":
+            phase = "training" if e.phase == "train" else "validating"
+            self.status_label.setText(
+                f"Epoch {e.epoch} / {e.epochs} · {phase} batch {e.batch} / {e.batches}"
+            )
+            if e.phase == "train":
+                self.curves.add_batch_loss(e.epoch, e.batch, e.batches, e.loss)
+                self._set_progress(e.epoch - 1, e.batch, e.batches)
+                self._show_speed(e.images_per_s, e.eta_s)
+            self._emit_state(f"Training: epoch {e.epoch}/{e.epochs}")
+        elif kind == "epoch":
+            self.curves.set_history(e.history, e.epochs)
+            h = e.history[-1] if e.history else {}
+            self.log(
+                f"Epoch {e.epoch}/{e.epochs}: train loss {h.get('train_loss', e.loss):.4f} "
+                f"acc {h.get('train_acc', e.acc):.3f}, validation loss "
+                f"{h.get('val_loss', float('nan')):.4f} acc {h.get('val_acc', float('nan')):.3f}, "
+                f"{e.images_per_s or 0:.0f} images/s"
+            )
+            self._set_progress(e.epoch, 0, 1)
+            self._show_speed(e.images_per_s, e.eta_s)
+        elif kind == "test":
+            self.status_label.setText("Testing the best model...")
+            self.log(f"Test accuracy {e.acc:.3f} ({e.images_per_s or 0:.0f} images/s).")
+        elif kind == "done":
+            self.status_label.setText("Finished.")
+        elif kind == "cancelled":
+            self.log(f"Cancelled after epoch {e.epoch}; {e.message}.")
+
+    def _set_progress(self, epochs_done: int, batch: int, batches: int) -> None:
+        if self._epochs:
+            done = (epochs_done + batch / max(1, batches)) / self._epochs
+            self.progress.setValue(int(50 + 950 * min(1.0, done)))
+
+    def _show_speed(self, images_per_s: float | None, eta_s: float | None) -> None:
+        parts = []
+        if images_per_s:
+            parts.append(f"{images_per_s:,.0f} images/s")
+        parts.append(f"{format_duration(eta_s)} left")
+        self.speed_label.setText(" · ".join(parts))
+
+    def _on_finished(self, job_id: int, result: FitResult) -> None:
+        self.result = result
+        self.curves.set_history(result.history, result.config.epochs)
+        elapsed = format_duration(time.monotonic() - self._started)
+        if result.cancelled:
+            self.status_label.setText(
+                f"Cancelled after epoch {result.epochs_done} of {result.config.epochs}. "
+                "Resume continues from there."
+            )
+            self.speed_label.clear()
+        else:
+            metrics = result.test_metrics or {}
+            colors = result.dataset.class_colors if result.dataset is not None else None
+            self.results.set_results(metrics, colors, best_epoch=result.best_epoch)
+            self.tabs.setCurrentWidget(self.results)
+            # The tables need the room more than the finished curves do.
+            total = sum(self.right_splitter.sizes())
+            self.right_splitter.setSizes([total - 330, 330])
+            self.progress.setValue(1000)
+            self.status_label.setText(
+                f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %, "
+                f"macro F1 {metrics.get('macro_f1', 0):.3f}."
+            )
+            self.speed_label.setText(f"best model: epoch {result.best_epoch}")
+            self.log(f"Finished. Best model: {result.best_path}; report in {result.out}.")
+        self._emit_state("")
+        self._after_run()
+        self.run_finished.emit(result)
+
+    def _on_failed(self, job_id: int, failure: JobFailure) -> None:
+        self.status_label.setText("Stopped by an error.")
+        self.speed_label.clear()
+        self.show_error(failure.message)
+        self._emit_state("")
+        self._after_run()
+        self.run_failed.emit(failure.message)
+
+    def _after_run(self) -> None:
+        # A finished run's folder is taken: point the form at a new one. Otherwise look
+        # again at the folder, so that a run that was stopped can be resumed.
+        if self.result is not None and not self.result.cancelled:
+            self.form.new_output_folder()
+        else:
+            self.form.inspect_output()
+        self._update_buttons()
+
+    # --- the result ---------------------------------------------------------------------
+
+    def use_trained_model(self) -> bool:
+        """Load the finished run's best checkpoint and hand it to the viewer."""
+        if self.result is None or self.result.cancelled:
+            return False
+        path = Path(self.result.out) / BEST_FILE
+        try:
+            classifier = load_model(path, device="cpu")
+        except HistoViewerError as exc:
+            self.show_error(str(exc))
+            return False
+        self.log(f"Using {path} in the viewer.")
+        self.use_model.emit(classifier, str(path))
+        return True
+
+    # --- closing ------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # Closing only hides: the run goes on and Model > Train New Model shows it again.
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Cancel a running job and wait for it (the checkpoint of its last epoch stays)."""
+        if self.is_running():
+            self.log("Stopping: the application is closing.")
+        self.runner.shutdown()
+        self.form.shutdown()

@@ -1,0 +1,364 @@
+"""Model > Train New Model end to end on a tiny dataset: check, start, progress, hide,
+cancel, resume, results, use the model; closing the app mid-run; the error paths."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from PySide6.QtCore import QSettings
+
+from histoviewer.errors import DeviceError
+from histoviewer.gui import settings as config
+from histoviewer.gui import training_dialog
+from histoviewer.gui.curves import TrainingCurves
+from histoviewer.gui.legend import class_label
+from histoviewer.gui.mainwindow import MainWindow
+from histoviewer.gui.settings import MappingSettings
+from histoviewer.gui.training_form import ERROR_STYLE
+from histoviewer.mapping.cache import MapCache
+from histoviewer.model import load_model
+from histoviewer.training.checkpoint import load_last
+
+TIMEOUT = 60_000
+FOLDERS = ("01_TUMOR", "02_STROMA", "07_ADIPOSE")
+COLORS = ((150, 40, 110), (235, 150, 190), (245, 240, 245))
+
+
+def make_tiles(root: Path, per_class: int = 6, size: int = 40, seed: int = 0) -> Path:
+    """Noisy tiles of one clear colour per class (a tiny network learns them quickly)."""
+    rng = np.random.default_rng(seed)
+    for folder, colour in zip(FOLDERS, COLORS, strict=True):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 12, (size, size, 3))
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"tile_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # One torch thread: on the shared CPU two threads that wait on each other are slower.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    config.save_mapping_settings(qs, MappingSettings(device="cpu"))
+    config.set_training_value(qs, "runs_root", str(tmp_path / "runs"))
+    config.set_training_value(qs, "device", "cpu")
+    return qs
+
+
+@pytest.fixture
+def make_window(qtbot, settings, tmp_path):
+    def make() -> MainWindow:
+        window = MainWindow(settings, MapCache(tmp_path / "cache"), restore_model=False)
+        qtbot.addWidget(window)
+        window.resize(900, 600)
+        window.show()
+        return window
+
+    return make
+
+
+@pytest.fixture
+def tiles(tmp_path):
+    return make_tiles(tmp_path / "tiles")
+
+
+def wait_ready(qtbot, dialog):
+    qtbot.waitUntil(lambda: not dialog.form.checking(), timeout=TIMEOUT)
+
+
+def set_up_tiny_run(qtbot, dialog, data: Path, out: Path) -> None:
+    """resnet18 at 32 px, 2 epochs, batch 4 on 40 px tiles."""
+    form = dialog.form
+    form.data_edit.setText(str(data))
+    form.out_edit.setText(str(out))
+    form.arch_combo.setCurrentText("resnet18")
+    form.epochs_spin.setValue(2)
+    form.batch_spin.setValue(4)
+    form.image_spin.setValue(32)
+    form.tile_spin.setValue(40)
+    wait_ready(qtbot, dialog)
+
+
+class EpochGate:
+    """Wraps the real fit(): after the chosen epoch's event, the worker waits until the
+    test releases it or the run is cancelled, so the test can act mid-run without
+    timing guesses. The training itself is untouched."""
+
+    def __init__(self, monkeypatch, hold_after_epoch: int = 1) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        real_fit = training_dialog.fit
+
+        def gated_fit(cfg, progress, cancel, **kwargs):
+            def report(event):
+                progress(event)
+                if event.kind == "epoch" and event.epoch == hold_after_epoch:
+                    self.reached.set()
+                    while not self.release.wait(0.02) and not cancel.cancelled:
+                        pass
+
+            return real_fit(cfg, report, cancel, **kwargs)
+
+        monkeypatch.setattr(training_dialog, "fit", gated_fit)
+
+
+def test_dataset_check_lists_classes_and_counts(qtbot, make_window, tiles, tmp_path):
+    dialog = make_window().open_training_dialog()
+    assert not dialog.start_button.isEnabled()  # nothing chosen yet
+    dialog.form.data_edit.setText(str(tiles))
+    wait_ready(qtbot, dialog)
+    assert dialog.form.dataset_ok
+    assert dialog.form.class_counts() == [(f, 6) for f in FOLDERS]
+    assert "3 classes, 18 images" in dialog.form.check_label.text()
+    assert dialog.start_button.isEnabled()
+    # The default output folder is a new one under the runs folder.
+    assert Path(dialog.form.out_folder).parent == tmp_path / "runs"
+
+    archive = tmp_path / "tiles.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(tiles.rglob("*.png")):
+            zf.write(path, "Kather_tiles/" + path.relative_to(tiles).as_posix())
+    dialog.form.data_edit.setText(str(archive))
+    wait_ready(qtbot, dialog)
+    assert dialog.form.class_counts() == [(f, 6) for f in FOLDERS]
+
+
+@pytest.mark.parametrize(
+    ("layout", "words"),
+    [
+        ("one_class", "class"),
+        ("flat", "class"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_a_broken_dataset_is_explained_in_red_and_blocks_start(
+    qtbot, make_window, tmp_path, layout, words
+):
+    data = tmp_path / "broken"
+    if layout == "one_class":
+        make_tiles(data)
+        for folder in FOLDERS[1:]:
+            for f in (data / folder).iterdir():
+                f.unlink()
+            (data / folder).rmdir()
+    elif layout == "flat":
+        make_tiles(tmp_path / "src")
+        data.mkdir()
+        for f in (tmp_path / "src" / FOLDERS[0]).iterdir():
+            f.rename(data / f.name)
+    dialog = make_window().open_training_dialog()
+    dialog.form.data_edit.setText(str(data))
+    wait_ready(qtbot, dialog)
+    label = dialog.form.check_label
+    assert not dialog.form.dataset_ok and not dialog.start_button.isEnabled()
+    assert label.styleSheet() == ERROR_STYLE and str(data) in label.text()
+    assert words in label.text().lower()
+    assert not dialog.form.class_table.isVisible()
+
+
+def test_presets_prefill_the_hyperparameters(make_window):
+    form = make_window().open_training_dialog().form
+    form.preset_combo.setCurrentText("best")
+    values = (
+        form.arch_combo.currentText(),
+        form.epochs_spin.value(),
+        form.batch_spin.value(),
+        form.image_spin.value(),
+        form.lr_spin.value(),
+    )
+    assert values == ("resnet50", 60, 128, 224, pytest.approx(2e-3))
+    assert form.augment_check.isChecked() and form.optimizer_combo.currentText() == "adamw"
+    form.epochs_spin.setValue(3)
+    cfg = form.config()
+    assert (cfg.preset, cfg.epochs, cfg.scheduler, cfg.flips) == ("best", 3, "cosine", True)
+    form.preset_combo.setCurrentText("recipe")
+    assert (form.epochs_spin.value(), form.batch_spin.value()) == (15, 64)
+    assert form.lr_spin.value() == pytest.approx(1e-3) and not form.augment_check.isChecked()
+    assert not form.config().augments
+
+
+def test_train_cancel_resume_results_and_use_the_model(
+    qtbot, make_window, tiles, tmp_path, settings, monkeypatch
+):
+    gate = EpochGate(monkeypatch)
+    window = make_window()
+    dialog = window.open_training_dialog()
+    out = tmp_path / "run"
+    set_up_tiny_run(qtbot, dialog, tiles, out)
+    assert dialog.start() is not None and dialog.is_running()
+    assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
+    assert not dialog.form.data_edit.isEnabled()
+
+    # Epoch 1 is on the curves and in the log while the run is held after it.
+    qtbot.waitUntil(lambda: len(dialog.curves.series()["val_loss"]) == 1, timeout=TIMEOUT)
+    assert gate.reached.is_set()
+    assert "Epoch 1/2: train loss" in dialog.log_text()
+    assert dialog.curves.series()["batch_loss"] == []  # epoch 1's batches are summarised
+    assert "left" in dialog.speed_label.text() and "images/s" in dialog.speed_label.text()
+    assert window.training_label.isVisible() and "epoch 1/2" in window.training_label.text()
+    # Hiding the dialog keeps the job; the menu brings the same dialog back; the viewer
+    # stays usable meanwhile.
+    dialog.close()
+    assert not dialog.isVisible() and dialog.is_running()
+    assert window.open_training_dialog() is dialog and dialog.isVisible()
+    assert window.map_action.isEnabled() and window.load_model_action.isEnabled()
+
+    with qtbot.waitSignal(dialog.run_finished, timeout=TIMEOUT) as blocker:
+        dialog.cancel_button.click()
+    cancelled = blocker.args[0]
+    assert cancelled.cancelled and cancelled.epochs_done == 1
+    assert load_last(out / "last.pt")["epoch"] == 1
+    assert "Cancelled after epoch 1" in dialog.status_label.text()
+    assert not window.training_label.isVisible()
+    qtbot.waitUntil(dialog.resume_button.isEnabled, timeout=TIMEOUT)
+    assert "interrupted run was found at epoch 1 of 2" in dialog.form.run_label.text()
+    assert not dialog.start_button.isEnabled()  # a new run would overwrite it
+    assert not dialog.use_button.isEnabled()
+
+    with qtbot.waitSignal(dialog.run_finished, timeout=TIMEOUT) as blocker:
+        dialog.resume_button.click()
+    result = blocker.args[0]
+    assert not result.cancelled and result.epochs_done == 2
+    assert "Continuing after epoch 1 of 2" in dialog.log_text()
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert len(dialog.curves.series()["train_acc"]) == 2
+
+    metrics = result.test_metrics
+    assert dialog.tabs.currentWidget() is dialog.results
+    assert f"Test accuracy {metrics['accuracy'] * 100:.1f} %" in dialog.results.summary.text()
+    rows = dialog.results.per_class_rows()
+    assert [r[0] for r in rows] == [class_label(n) for n in ("tumor", "stroma", "adipose")]
+    assert [r[3] for r in rows] == [f"{c['f1']:.3f}" for c in metrics["per_class"]]
+    assert dialog.results.confusion_values() == metrics["confusion_matrix"]
+    assert sum(map(sum, dialog.results.confusion_values())) == metrics["n"]
+    # The finished folder is taken: the form points at a new one for the next run.
+    assert Path(dialog.form.out_folder) != out
+
+    best = out / "best.safetensors"
+    with qtbot.waitSignal(window.model_changed, timeout=TIMEOUT):
+        dialog.use_button.click()
+    assert window.classifier.fingerprint == load_model(best).fingerprint
+    assert window.classifier.class_names == ["tumor", "stroma", "adipose"]
+    assert window.model_path == str(best) == config.last_model_path(settings)
+    assert window.model_label.text() == f"Model: {window.classifier.info.name}"
+
+
+def test_curve_redraws_are_coalesced(qtbot):
+    curves = TrainingCurves(min_interval_ms=200)
+    qtbot.addWidget(curves)
+    curves.set_history([], epochs=3)
+    drawn = curves.draw_count
+    for batch in range(1, 101):
+        curves.add_batch_loss(1, batch, 100, 2.0 - batch / 100)
+    # A hundred reports right after a draw: none drawn now, one a moment later.
+    assert curves.draw_count == drawn
+    qtbot.waitUntil(lambda: curves.draw_count == drawn + 1, timeout=2000)
+    qtbot.wait(250)
+    assert curves.draw_count == drawn + 1
+    (line,) = [ln for ln in curves.loss_ax.lines if ln.get_label() == "train, this epoch"]
+    assert len(line.get_xdata()) == 100 and line.get_xdata()[-1] == pytest.approx(1.0)
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.6, "val_acc": 0.5}]
+    curves.set_history(history)  # an epoch ends: drawn at once, its batch trace folded in
+    assert curves.series()["batch_loss"] == []
+    assert [ln.get_label() for ln in curves.acc_ax.lines] == ["train", "validation"]
+
+
+def test_closing_the_app_mid_run_stops_cleanly_and_the_run_resumes_later(
+    qtbot, make_window, tiles, tmp_path, monkeypatch
+):
+    gate = EpochGate(monkeypatch)
+    window = make_window()
+    dialog = window.open_training_dialog()
+    out = tmp_path / "run"
+    set_up_tiny_run(qtbot, dialog, tiles, out)
+    dialog.start()
+    qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT)
+
+    asked = []
+    monkeypatch.setattr(window, "ask_yes_no", lambda t, text: asked.append(text) or False)
+    assert not window.close()  # the user said no: nothing stops
+    assert window.isVisible() and dialog.is_running() and "resumed" in asked[0]
+
+    monkeypatch.setattr(window, "ask_yes_no", lambda t, text: True)
+    assert window.close()
+    assert not dialog.is_running() and dialog.runner.running_jobs() == []
+    saved = load_last(out / "last.pt")  # a whole checkpoint, not a torn one
+    assert saved["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    # Next start of the app: the interrupted run is offered at once.
+    again = make_window().open_training_dialog()
+    assert again.form.out_folder == str(out)
+    qtbot.waitUntil(again.resume_button.isEnabled, timeout=TIMEOUT)
+    assert "epoch 1 of 2" in again.form.run_label.text()
+    assert again.form.data_edit.text() == str(tiles)
+    assert again.form.epochs_spin.value() == 2 and again.form.image_spin.value() == 32
+
+
+def _shows_error(dialog, words: str) -> bool:
+    return dialog.error_label.isVisible() and words in dialog.error_label.text()
+
+
+def test_out_of_memory_is_shown_in_the_dialog(qtbot, make_window, tiles, tmp_path, monkeypatch):
+    message = "the CUDA device ran out of memory training resnet18 at 32 px with batch size 4"
+
+    def out_of_memory(*args, **kwargs):
+        raise DeviceError(message)
+
+    monkeypatch.setattr(training_dialog, "fit", out_of_memory)
+    window = make_window()
+    dialog = window.open_training_dialog()
+    set_up_tiny_run(qtbot, dialog, tiles, tmp_path / "run")
+    with qtbot.waitSignal(dialog.run_failed, timeout=TIMEOUT):
+        dialog.start_button.click()
+    assert _shows_error(dialog, message)
+    assert dialog.error_label.styleSheet() == ERROR_STYLE
+    assert f"Error: {message}" in dialog.log_text()
+    assert dialog.status_label.text() == "Stopped by an error."
+    wait_ready(qtbot, dialog)
+    assert dialog.start_button.isEnabled()  # the folder is still free: try again
+    assert window.isVisible()
+
+
+def test_a_full_disk_stops_the_run_with_a_message_and_an_intact_checkpoint(
+    qtbot, make_window, tiles, tmp_path, monkeypatch
+):
+    real_replace = os.replace
+    writes = []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "last.pt":
+            writes.append(dst)
+            if len(writes) > 1:  # the checkpoint before epoch 1 lands, the next does not
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    dialog = make_window().open_training_dialog()
+    out = tmp_path / "run"
+    set_up_tiny_run(qtbot, dialog, tiles, out)
+    with qtbot.waitSignal(dialog.run_failed, timeout=TIMEOUT):
+        dialog.start()
+    monkeypatch.undo()
+    assert _shows_error(dialog, f"cannot write {out / 'last.pt'}: the disk is full")
+    assert "the disk is full" in dialog.log_text()
+    assert load_last(out / "last.pt")["epoch"] == 0
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    qtbot.waitUntil(dialog.resume_button.isEnabled, timeout=TIMEOUT)
