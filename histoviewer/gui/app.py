@@ -38,6 +38,9 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)
+    # Matches packaging/linux/histoviewer.desktop: Wayland shells find the menu entry and
+    # icon of a window by this name.
+    app.setDesktopFileName("histoviewer")
     app.setWindowIcon(app_icon())
     return app
 

@@ -30,7 +30,8 @@ def test_main_opens_the_slide_and_autoquits(tmp_path):
         "import sys; from histoviewer.gui import app; "
         "code = app.main(['gui', sys.argv[1]]); "
         "from PySide6.QtWidgets import QApplication as A; "
-        "print(A.organizationName(), A.applicationName(), not A.windowIcon().isNull(), "
+        "print(A.organizationName(), A.applicationName(), A.desktopFileName(), "
+        "not A.windowIcon().isNull(), "
         "sys.excepthook is not sys.__excepthook__); "
         "raise SystemExit(code)"
     )
@@ -42,7 +43,14 @@ def test_main_opens_the_slide_and_autoquits(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [config.ORGANIZATION, config.APPLICATION, "True", "True"]
+    # The desktop file name ties the window to packaging/linux/histoviewer.desktop.
+    assert done.stdout.split() == [
+        config.ORGANIZATION,
+        config.APPLICATION,
+        "histoviewer",
+        "True",
+        "True",
+    ]
     ini = next((tmp_path / "config").rglob("*.conf"))
     stored = QSettings(str(ini), QSettings.Format.IniFormat)
     assert config.recent_files(stored) == [str(slide.resolve())]
