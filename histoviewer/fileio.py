@@ -69,6 +69,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` if needed and prove a file can be written in it.
+
+    Long jobs call this before they start, so that a wrong output folder fails in
+    a second rather than after an hour of work.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"cannot write to {path}: it is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as fh:
         fh.write(data)

@@ -81,3 +81,16 @@ def test_unexpected_errors_are_one_line_unless_debugging(capsys, monkeypatch, tm
     assert "Traceback" not in err
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "info", str(path)])
+
+
+def test_map_refuses_an_unwritable_out_folder_before_mapping(capsys, tmp_path, monkeypatch):
+    path = write_strip_tiff(tmp_path / "s.tif", width=400, height=300)
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the folder should be")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was loaded although the output cannot be written")
+
+    monkeypatch.setattr("histoviewer.model.load_model", must_not_run)
+    code, _, err = run(capsys, "map", str(path), "--model", "m.safetensors", "--out", str(blocker))
+    assert code == 1 and "is a file, not a folder" in err

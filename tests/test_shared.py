@@ -52,6 +52,20 @@ def test_atomic_write_into_a_file_path_fails_clearly(tmp_path):
         fileio.atomic_write_text(blocker / "sub" / "out.txt", "y")
 
 
+def test_ensure_writable_dir_creates_the_folder_or_says_why_not(tmp_path):
+    made = fileio.ensure_writable_dir(tmp_path / "runs" / "a")
+    assert made.is_dir() and os.listdir(made) == []  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="is a file, not a folder"):
+        fileio.ensure_writable_dir(blocker)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(StorageError, match="permission denied"):
+            fileio.ensure_writable_dir(locked)
+
+
 def test_classes_follow_kather_folder_order():
     names = classes.class_names()
     assert names == ["tumor", "stroma", "complex", "lympho", "debris", "mucosa", "adipose", "empty"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from histoviewer.errors import HistoViewerError, SlideError
+from histoviewer.fileio import ensure_writable_dir
 from histoviewer.mapping.export import DEFAULT_FORMATS, export_all, parse_formats, summary_line
 from histoviewer.mapping.grid import make_grid
 
@@ -201,9 +202,7 @@ def run_map(args: argparse.Namespace) -> int:
         raise HistoViewerError("no slides to map: name slide files or folders, or --slides-from")
     slides = batch.expand_slides(inputs, slides_from)
     batch.check_stems(slides)
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HistoViewerError(f"--out {out_dir} exists and is not a folder")
+    out_dir = ensure_writable_dir(args.out)  # before the mapping, not after it
     formats = args.formats if isinstance(args.formats, list) else _formats(args.formats)
     single = len(inputs) == 1 and slides_from is None and not Path(inputs[0]).is_dir()
     if single and not distributed.launched_by_torchrun():

@@ -40,7 +40,7 @@ import torch
 from histoviewer import distributed
 from histoviewer.distributed import DistContext
 from histoviewer.errors import DeviceError, HistoViewerError
-from histoviewer.fileio import atomic_write_text
+from histoviewer.fileio import atomic_write_text, ensure_writable_dir
 from histoviewer.model import ModelInfo, build_network, load_model, save_model
 from histoviewer.tasks import Cancelled, CancelToken
 from histoviewer.training import report as reporting
@@ -169,6 +169,8 @@ class _Run:
 
     def run(self, resume: bool, dataset: TileDataset | None, dist: DistContext | None) -> FitResult:
         self.dist = dist or distributed.setup(self.config.device)
+        if self.dist.is_main:
+            ensure_writable_dir(self.out)  # fail now, not after the first epoch
         checkpoint = self._resume_checkpoint() if resume else None
         cfg = self.config
         processes = self.dist.world_size
