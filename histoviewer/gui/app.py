@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from PySide6.QtCore import Qt, QThread, QTimer
@@ -114,6 +114,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def display_problem(
+    env: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> str | None:
+    """Why no window can be shown here, or None.
+
+    On Linux without X11 or Wayland, Qt aborts the process with a multi-line message;
+    saying it in one line, with what to do instead, is kinder.
+    """
+    env = os.environ if env is None else env
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display to open the viewer on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+        "run it in a desktop session, or use the headless commands: histoviewer map, "
+        "train, evaluate, info"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app; ``argv`` as after the program name (``["slide.svs"]``).
 
@@ -124,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["gui"]:
         args_list = args_list[1:]
     args = parse_args(args_list)
+    if (problem := display_problem()) is not None:
+        print(f"histoviewer: error: {problem}", file=sys.stderr)
+        return 1
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -80,3 +80,25 @@ def test_a_bad_autoquit_value_is_ignored(monkeypatch):
     assert gui_app._autoquit_ms() is None
     monkeypatch.setenv(gui_app.AUTOQUIT_ENV, "250")
     assert gui_app._autoquit_ms() == 250
+
+
+def test_no_display_is_one_clear_line_not_a_qt_abort(tmp_path):
+    assert gui_app.display_problem({"DISPLAY": ":0"}, "linux") is None
+    assert gui_app.display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert gui_app.display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert gui_app.display_problem({}, "darwin") is None
+    assert "no display" in gui_app.display_problem({}, "linux")
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "histoviewer"],
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "histoviewer: error: " + gui_app.display_problem({}, "linux")
+    ]
