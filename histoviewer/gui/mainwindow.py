@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QImage, QPen
@@ -52,8 +53,11 @@ from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import describe_error
 from histoviewer.mapping.cache import MapCache
 from histoviewer.mapping.tissue_map import TissueMap
-from histoviewer.model import Classifier, find_shipped_models
+from histoviewer.model import find_shipped_models
 from histoviewer.slide import SlideReader, file_dialog_filter, open_slide
+
+if TYPE_CHECKING:
+    from histoviewer.model import Classifier
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,12 @@ from PySide6.QtCore import QObject
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.mapping.cache import MapKey, map_key
-from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide
 from histoviewer.mapping.grid import make_grid
 from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
 from histoviewer.slide import SlideReader
+
+if TYPE_CHECKING:
+    from histoviewer.mapping.engine import BatchResult, MapProgress
 
 if TYPE_CHECKING:
     from histoviewer.gui.mainwindow import MainWindow
@@ -143,6 +145,8 @@ class MappingController(QObject):
         w._show_map(self.live)
 
         def job(ctx) -> TissueMap:
+            from histoviewer.mapping.engine import map_slide  # torch: on the worker thread
+
             return map_slide(
                 slide,
                 clf,

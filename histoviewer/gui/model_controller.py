@@ -20,7 +20,9 @@ from PySide6.QtWidgets import QLabel
 
 from histoviewer.gui import settings as config
 from histoviewer.gui.workers import JobFailure, JobRunner
-from histoviewer.model import Classifier, load_model
+
+if TYPE_CHECKING:
+    from histoviewer.model import Classifier
 
 if TYPE_CHECKING:
     from histoviewer.gui.mainwindow import MainWindow
@@ -72,7 +74,7 @@ class ModelController(QObject):
         self._loading_path = path
         self.label.setText(f"Loading {Path(path).name}...")
         job = self.runner.start(
-            lambda ctx: load_model(path, device=device), f"load the model {Path(path).name}"
+            lambda ctx: _load_model(path, device), f"load the model {Path(path).name}"
         )
         self.window._update_actions()
         return job
@@ -120,3 +122,10 @@ class ModelController(QObject):
 
     def shutdown(self) -> None:
         self.runner.shutdown()
+
+
+def _load_model(path: str, device: str) -> Classifier:
+    # Imported here, on the worker thread: torch loads while the window is already up.
+    from histoviewer.model import load_model
+
+    return load_model(path, device=device)

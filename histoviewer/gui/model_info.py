@@ -8,6 +8,8 @@ recipe's ``.pth.tar``) says that its classes and preprocessing are assumed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
@@ -21,7 +23,10 @@ from PySide6.QtWidgets import (
 )
 
 from histoviewer.gui.legend import ColorSwatch, class_label
-from histoviewer.model import Classifier, model_info_summary
+from histoviewer.model import model_info_summary
+
+if TYPE_CHECKING:
+    from histoviewer.model import Classifier
 
 
 class ModelInfoDialog(QDialog):

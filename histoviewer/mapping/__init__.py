@@ -26,7 +26,7 @@ _EXPORTS = {
     "BatchResult": "histoviewer.mapping.engine",
     "MapProgress": "histoviewer.mapping.engine",
     "map_slide": "histoviewer.mapping.engine",
-    "slide_identity": "histoviewer.mapping.engine",
+    "slide_identity": "histoviewer.mapping.tissue_map",
     "DEFAULT_FORMATS": "histoviewer.mapping.export",
     "FORMATS": "histoviewer.mapping.export",
     "export_all": "histoviewer.mapping.export",
@@ -47,7 +47,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from histoviewer.mapping.background import tissue_fractions, tissue_mask
-    from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide, slide_identity
+    from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide
     from histoviewer.mapping.export import (
         DEFAULT_FORMATS,
         FORMATS,
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         PENDING,
         TissueMap,
         TissueMapError,
+        slide_identity,
     )
 
 

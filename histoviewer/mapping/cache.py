@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from histoviewer.errors import HistoViewerError
-from histoviewer.mapping.engine import slide_identity
-from histoviewer.mapping.tissue_map import TissueMap
+from histoviewer.mapping.tissue_map import TissueMap, slide_identity
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class MapKey:
     """What a cached map was made from.
 
     ``slide`` is what a map records about its slide
-    (:func:`histoviewer.mapping.engine.slide_identity`): path, size, mtime, dimensions.
+    (:func:`histoviewer.mapping.tissue_map.slide_identity`): path, size, mtime, dimensions.
     """
 
     slide: dict[str, Any]

@@ -202,16 +202,17 @@ def run_map(args: argparse.Namespace) -> int:
         raise HistoViewerError("no slides to map: name slide files or folders, or --slides-from")
     slides = batch.expand_slides(inputs, slides_from)
     batch.check_stems(slides)
-    out_dir = ensure_writable_dir(args.out)  # before the mapping, not after it
     formats = args.formats if isinstance(args.formats, list) else _formats(args.formats)
     single = len(inputs) == 1 and slides_from is None and not Path(inputs[0]).is_dir()
     if single and not distributed.launched_by_torchrun():
-        return _map_one_slide(args, slides[0], out_dir, formats)
+        # Checked before the mapping, not after it.
+        return _map_one_slide(args, slides[0], ensure_writable_dir(args.out), formats)
     if "csv" in formats and any(p.stem == Path(batch.SUMMARY_FILE).stem for p in slides):
         raise HistoViewerError(
             f"a slide named 'summary' would overwrite the batch's {batch.SUMMARY_FILE}; "
             "rename it or map it with another --out folder"
         )
+    out_dir = ensure_writable_dir(args.out)
     # The processes only exchange a few small objects (gloo, on the CPU whatever they
     # compute on), but the last exchange waits for the slowest process: allow a day.
     with distributed.session(

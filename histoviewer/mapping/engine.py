@@ -15,7 +15,6 @@ thread or the command line calls. How it is fast:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -35,7 +34,13 @@ from histoviewer.errors import DeviceError
 from histoviewer.mapping.background import DEFAULT_MIN_TISSUE, background_patches
 from histoviewer.mapping.grid import PatchGrid, make_grid
 from histoviewer.mapping.patches import batches, read_patches
-from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, PENDING, TissueMap
+from histoviewer.mapping.tissue_map import (
+    BACKGROUND,
+    CLASSIFIED,
+    PENDING,
+    TissueMap,
+    slide_identity,
+)
 from histoviewer.model import Classifier, preprocess
 from histoviewer.tasks import CancelToken
 
@@ -160,21 +165,6 @@ def map_slide(
         "" if tmap.complete else " (incomplete)",
     )
     return tmap
-
-
-def slide_identity(slide) -> dict:
-    """What a tissue map records about its slide (JSON-safe)."""
-    ident: dict = {}
-    # Readers without a file (in-memory) may know no identity beyond their size.
-    with contextlib.suppress(AttributeError, AssertionError, NotImplementedError, OSError):
-        ident.update(slide.identity())
-    ident.setdefault("dimensions", list(slide.dimensions))
-    ident["format"] = getattr(slide, "format_name", "")
-    ident["mpp"] = float(slide.mpp)
-    ident["mpp_source"] = getattr(slide, "mpp_source", "")
-    if getattr(slide, "path", None) is not None:
-        ident.setdefault("path", str(slide.path))
-    return ident
 
 
 def _classify(

@@ -9,6 +9,7 @@ a pickle-free ``.npz`` file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -305,3 +306,18 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+def slide_identity(slide) -> dict:
+    """What a tissue map records about its slide (JSON-safe)."""
+    ident: dict = {}
+    # Readers without a file (in-memory) may know no identity beyond their size.
+    with contextlib.suppress(AttributeError, AssertionError, NotImplementedError, OSError):
+        ident.update(slide.identity())
+    ident.setdefault("dimensions", list(slide.dimensions))
+    ident["format"] = getattr(slide, "format_name", "")
+    ident["mpp"] = float(slide.mpp)
+    ident["mpp_source"] = getattr(slide, "mpp_source", "")
+    if getattr(slide, "path", None) is not None:
+        ident.setdefault("path", str(slide.path))
+    return ident

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from histoviewer.lazy import lazy_exports
 
 _EXPORTS = {
-    "find_shipped_models": "histoviewer.model.checkpoint",
+    "find_shipped_models": "histoviewer.model.shipped",
     "load_model": "histoviewer.model.checkpoint",
     "save_model": "histoviewer.model.checkpoint",
     "Classifier": "histoviewer.model.classifier",
@@ -33,7 +33,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from histoviewer.model.checkpoint import find_shipped_models, load_model, save_model
+    from histoviewer.model.checkpoint import load_model, save_model
     from histoviewer.model.classifier import Classifier, weights_fingerprint
     from histoviewer.model.info import (
         ARCHITECTURES,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from histoviewer.model.network import arch_from_keys, build_network
     from histoviewer.model.preprocessing import preprocess
+    from histoviewer.model.shipped import find_shipped_models
     from histoviewer.model.summary import model_info_summary
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -33,13 +33,12 @@ from histoviewer.fileio import atomic_write_bytes
 from histoviewer.model.classifier import Classifier
 from histoviewer.model.info import ModelInfo
 from histoviewer.model.network import ARCHITECTURES, arch_from_keys, build_network
+from histoviewer.model.shipped import MODEL_FILE  # the weights inside a model folder
 
 log = logging.getLogger(__name__)
 
 #: Header metadata key of the ModelInfo JSON in a safetensors file.
 METADATA_KEY = "histoviewer"
-#: File name of the weights inside a model folder.
-MODEL_FILE = "model.safetensors"
 
 # Prefixes that wrappers add to every key: DataParallel / DDP and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -89,19 +88,6 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     classifier = Classifier.from_network(network, info, device)
     log.info("loaded %r from %s", classifier, file)
     return classifier
-
-
-def find_shipped_models() -> list[Path]:
-    """Folders under resources/models that hold a ``model.safetensors``, sorted by name."""
-    from histoviewer.resources import resources_dir
-
-    try:
-        root = resources_dir() / "models"
-    except FileNotFoundError:
-        return []
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file())
 
 
 def _model_file(path: Path) -> Path:
