@@ -102,3 +102,21 @@ def test_no_display_is_one_clear_line_not_a_qt_abort(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "histoviewer: error: " + gui_app.display_problem({}, "linux")
     ]
+
+
+def test_the_window_opens_before_torch_is_imported():
+    # torch and torchvision take seconds to import; the window and the slide come first
+    # and the model loads (importing torch) on a worker thread.
+    script = (
+        "import sys; import histoviewer.gui.mainwindow, histoviewer.gui.app; "
+        "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
