@@ -31,3 +31,13 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled()
+
+
+def format_duration(seconds: float | None) -> str:
+    """A job's elapsed or remaining time as '0:19' or '1:02:03'; '–' when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"

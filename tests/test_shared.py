@@ -10,7 +10,7 @@ from histoviewer import classes, fileio
 from histoviewer.device import autocast_dtype, resolve_device
 from histoviewer.errors import DeviceError, StorageError
 from histoviewer.resources import icon_path, resource_path, resources_dir
-from histoviewer.tasks import Cancelled, CancelToken
+from histoviewer.tasks import Cancelled, CancelToken, format_duration
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -119,3 +119,11 @@ def test_cancel_token():
     assert token.cancelled
     with pytest.raises(Cancelled):
         token.raise_if_cancelled()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "–"), (-3.0, "0:00"), (19.4, "0:19"), (62, "1:02"), (3723, "1:02:03")],
+)
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text

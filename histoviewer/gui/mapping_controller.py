@@ -21,6 +21,7 @@ from histoviewer.mapping.cache import MapKey, map_key
 from histoviewer.mapping.grid import make_grid
 from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
 from histoviewer.slide import SlideReader
+from histoviewer.tasks import format_duration
 
 if TYPE_CHECKING:
     from histoviewer.mapping.engine import BatchResult, MapProgress
@@ -36,16 +37,6 @@ NO_MODEL_TEXT = (
     "train one on the Kather 2016 tiles with Model > Train New Model... (or 'histoviewer "
     "train') and use the result."
 )
-
-
-def format_duration(seconds: float | None) -> str:
-    """'0:19', '1:02:03'; '–' when unknown."""
-    if seconds is None:
-        return "–"
-    seconds = round(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def progress_text(p: MapProgress) -> str:

@@ -35,11 +35,11 @@ from PySide6.QtWidgets import (
 
 from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.gui.curves import TrainingCurves
-from histoviewer.gui.mapping_controller import format_duration
 from histoviewer.gui.training_form import ERROR_STYLE, TrainingForm
 from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
+from histoviewer.tasks import format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
 
 log = logging.getLogger(__name__)

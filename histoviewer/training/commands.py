@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from histoviewer.tasks import CancelToken
+from histoviewer.tasks import CancelToken, format_duration
 from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
 from histoviewer.training.split import SPLITS
 
@@ -254,7 +254,7 @@ class _ProgressBar:
                     "img/s": f"{event.images_per_s:.0f}",
                 }
                 if event.eta_s is not None:
-                    post["eta"] = _clock(event.eta_s)
+                    post["eta"] = format_duration(event.eta_s)
                 self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()
         elif event.kind == "epoch":
@@ -271,10 +271,3 @@ class _ProgressBar:
             self.bar.close()
             self.bar = None
             self.key = None
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
