@@ -31,6 +31,7 @@ from histoviewer.errors import DeviceError, HistoViewerError, StorageError
 from histoviewer.fileio import atomic_write_text
 from histoviewer.mapping.engine import MapProgress, map_slide
 from histoviewer.mapping.export import FORMATS, export_all, parse_formats
+from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import Classifier
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,30 @@ def _exports(out_dir: Path, slide: Path, options: BatchOptions) -> list[Path]:
     return [out_dir / f"{slide.stem}{FORMATS[f]}" for f in options.formats]
 
 
+def map_and_export(
+    slide: Path,
+    classifier: Classifier,
+    options: BatchOptions,
+    out_dir: Path,
+    progress: Callable[[MapProgress], None] | None = None,
+) -> TissueMap:
+    """Open, map and export one slide: what a single `map` and each batch slide share."""
+    from histoviewer.slide import open_slide
+
+    with open_slide(slide) as reader:
+        tmap = map_slide(
+            reader,
+            classifier,
+            stride=options.stride,
+            batch_size=options.batch_size,
+            skip_background=options.skip_background,
+            precision=options.precision,
+            progress=progress,
+        )
+    export_all(tmap, out_dir, slide.stem, options.formats)
+    return tmap
+
+
 def map_one(
     slide: Path,
     classifier: Classifier,
@@ -206,8 +231,6 @@ def map_one(
     Disk and device problems (StorageError, DeviceError) are raised: they would fail
     every slide that follows.
     """
-    from histoviewer.slide import open_slide
-
     sidecar = sidecar_path(out_dir, slide)
     job = _job(classifier, options, slide)
     done = _read_sidecar(sidecar)
@@ -225,17 +248,7 @@ def map_one(
 
     started = time.perf_counter()
     try:
-        with open_slide(slide) as reader:
-            tmap = map_slide(
-                reader,
-                classifier,
-                stride=options.stride,
-                batch_size=options.batch_size,
-                skip_background=options.skip_background,
-                precision=options.precision,
-                progress=progress,
-            )
-        export_all(tmap, out_dir, slide.stem, options.formats)
+        tmap = map_and_export(slide, classifier, options, out_dir, progress)
     except (StorageError, DeviceError):
         raise
     except Exception as exc:  # any other failure is this slide's; the batch goes on

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from histoviewer.errors import HistoViewerError, SlideError
 from histoviewer.fileio import ensure_writable_dir
-from histoviewer.mapping.export import DEFAULT_FORMATS, export_all, parse_formats, summary_line
+from histoviewer.mapping.export import DEFAULT_FORMATS, parse_formats, summary_line
 from histoviewer.mapping.grid import make_grid
 
 log = logging.getLogger(__name__)
@@ -230,23 +230,25 @@ def _load(args: argparse.Namespace, device):
     return classifier
 
 
+def _options(args: argparse.Namespace, formats):
+    from histoviewer.mapping import batch
+
+    return batch.BatchOptions(
+        stride=args.stride,
+        batch_size=args.batch_size,
+        skip_background=args.skip_background,
+        precision=getattr(args, "precision", "auto"),
+        formats=tuple(formats),
+    )
+
+
 def _map_one_slide(args: argparse.Namespace, path: Path, out_dir: Path, formats) -> int:
-    from histoviewer.mapping.engine import map_slide
-    from histoviewer.slide import open_slide
+    from histoviewer.mapping import batch
 
     classifier = _load(args, args.device)
     reporter = _ProgressReporter(path.name, enabled=not getattr(args, "quiet", False))
-    with open_slide(path) as slide, reporter:
-        tmap = map_slide(
-            slide,
-            classifier,
-            stride=args.stride,
-            batch_size=args.batch_size,
-            skip_background=args.skip_background,
-            precision=getattr(args, "precision", "auto"),
-            progress=reporter,
-        )
-    export_all(tmap, out_dir, path.stem, formats)
+    with reporter:
+        tmap = batch.map_and_export(path, classifier, _options(args, formats), out_dir, reporter)
     n = tmap.classified_count
     rate = n / tmap.elapsed if tmap.elapsed > 0 else 0.0
     print(
@@ -261,13 +263,7 @@ def _map_batch(args: argparse.Namespace, slides, out_dir: Path, formats, ctx) ->
 
     classifier = _load(args, ctx.device)
     quiet = bool(getattr(args, "quiet", False))
-    options = batch.BatchOptions(
-        stride=args.stride,
-        batch_size=args.batch_size,
-        skip_background=args.skip_background,
-        precision=getattr(args, "precision", "auto"),
-        formats=tuple(formats),
-    )
+    options = _options(args, formats)
     prefix = f"[{ctx.rank}] " if ctx.is_distributed else ""
     reporters: list[_ProgressReporter] = []
 
