@@ -173,6 +173,14 @@ class TrainConfig:
         if not 0.25 <= self.scale_jitter <= 1.0:
             raise bad("scale_jitter", "it must lie between 0.25 and 1 (1 = off)")
 
+    def tile_options(self) -> dict[str, Any]:
+        """``load_tiles`` options of this run: training and evaluation load the same tiles."""
+        return {
+            "size": self.patch_size,
+            "limit_per_class": self.limit_per_class,
+            "limit_seed": self.split_seed,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field."""
         return dataclasses.asdict(self)

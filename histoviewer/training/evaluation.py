@@ -23,7 +23,7 @@ from histoviewer.model import load_model
 from histoviewer.tasks import CancelToken
 from histoviewer.training.config import TrainConfig
 from histoviewer.training.dataset import load_tiles
-from histoviewer.training.split import SPLITS, make_split
+from histoviewer.training.split import SPLITS, split_for
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,7 @@ def evaluate_model(
     trained = _training_config(info.training)
     dataset = load_tiles(
         data,
-        size=trained.patch_size,
-        limit_per_class=trained.limit_per_class,
-        limit_seed=trained.split_seed,
+        **trained.tile_options(),
         workers=workers,
         cancel=cancel,
     )
@@ -130,13 +128,7 @@ def evaluate_model(
                 f"model {checkpoint} does not know (its classes: {', '.join(info.class_names)})"
             )
         mapping.append(info.class_names.index(name))
-    parts = make_split(
-        dataset.labels,
-        holdout=trained.holdout,
-        test_share=trained.test_share,
-        seed=trained.split_seed,
-        class_names=dataset.class_folders,
-    )
+    parts = split_for(trained, dataset)
     rows = parts.indices(split)
     y_true = np.asarray(mapping, dtype=np.int64)[dataset.labels[rows]]
     dtype = autocast_dtype(classifier.device)

@@ -19,11 +19,16 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from histoviewer.errors import DatasetError
 from histoviewer.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from histoviewer.training.config import TrainConfig
+    from histoviewer.training.dataset import TileDataset
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +143,14 @@ def write_split_csv(
 ) -> None:
     """Write :func:`split_csv_text` atomically to ``path``."""
     atomic_write_text(path, split_csv_text(class_folders, labels, stems, split))
+
+
+def split_for(config: TrainConfig, dataset: TileDataset) -> Split:
+    """The split a run with ``config`` uses on ``dataset``; evaluation rebuilds it this way."""
+    return make_split(
+        dataset.labels,
+        holdout=config.holdout,
+        test_share=config.test_share,
+        seed=config.split_seed,
+        class_names=dataset.class_folders,
+    )

@@ -55,7 +55,7 @@ from histoviewer.training.config import RUNTIME_FIELDS, TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.engine import BatchStats, Engine, EpochStats, EvalResult
 from histoviewer.training.evaluation import classification_metrics
-from histoviewer.training.split import Split, make_split, split_csv_text
+from histoviewer.training.split import Split, split_csv_text, split_for
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,7 @@ class _Run:
             if dataset is None:
                 dataset = load_tiles(
                     cfg.data,
-                    size=cfg.patch_size,
-                    limit_per_class=cfg.limit_per_class,
-                    limit_seed=cfg.split_seed,
+                    **cfg.tile_options(),
                     workers=cfg.workers,
                     cancel=self.cancel,
                     progress=lambda done, total: self.emit(
@@ -197,13 +195,7 @@ class _Run:
                 )
         except Cancelled:
             return self._cancelled_result(0, None, dataset)
-        split = make_split(
-            dataset.labels,
-            holdout=cfg.holdout,
-            test_share=cfg.test_share,
-            seed=cfg.split_seed,
-            class_names=dataset.class_folders,
-        )
+        split = split_for(cfg, dataset)
         split_text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, split)
         self.data_summary = {
             "source": dataset.source,
