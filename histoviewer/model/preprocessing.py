@@ -12,10 +12,16 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
     """uint8 RGB images (N, H, W, 3) -> float32 (N, 3, S, S) ready for the network.
 
     ``S = info.input_size``. Runs on the device ``batch`` is on (move it there first:
-    uint8 is a quarter of the bytes of float32). Images are resized with antialiased
-    bilinear interpolation (the recipe's PIL ``Resize`` when upscaling 150 -> 224, and
-    correct when downscaling larger patches), scaled to [0, 1] and normalised with
-    ``info.mean`` / ``info.std``. Non-square images are stretched to S x S. With
+    uint8 is a quarter of the bytes of float32).
+
+    Images are first brought to the model's own patch scale, ``info.patch_size``
+    pixels (a 297 px patch of a 0.25 um/px slide becomes the 150 px a 0.495 um/px
+    model was trained on), with antialiased bilinear resampling, and only then
+    resized to ``S`` exactly as training tiles are (the recipe's PIL ``Resize``
+    150 -> 224). Going straight from 297 to 224 would hand the network finer detail
+    than any training tile had. Training tiles are already at ``patch_size``, so for
+    them the first step does nothing. Pixels are scaled to [0, 1] and normalised
+    with ``info.mean`` / ``info.std``; non-square images are stretched. With
     ``channels_last`` the result uses the channels-last memory format (faster
     convolutions on GPUs and recent CPUs); its values and shape are the same.
     """
@@ -26,16 +32,17 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
         )
     size = info.input_size
     # (x / 255 - mean) / std folded into one multiply-add; this is linear, so doing it
-    # before the (linear, weights summing to one) resize gives the same result on the
-    # smaller of the two images when upscaling.
+    # before the (linear, weights summing to one) resizes gives the same result on the
+    # smallest of the images.
     mean = torch.tensor(info.mean, dtype=torch.float32, device=batch.device)
     std = torch.tensor(info.std, dtype=torch.float32, device=batch.device)
     scale, shift = 1.0 / (255.0 * std), -mean / std
     x = batch.to(torch.float32) * scale + shift  # still NHWC
     x = x.permute(0, 3, 1, 2)  # NCHW view with channels-last strides, no copy
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
+    for side in (info.patch_size, size):
+        if x.shape[-2:] != (side, side):
+            x = F.interpolate(
+                x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+            )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)

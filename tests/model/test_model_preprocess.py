@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import numpy as np
@@ -42,14 +43,47 @@ def test_matches_the_recipe_pipeline_when_upscaling(tiles):
     assert diff.max() < 0.02
 
 
-def test_matches_pil_when_downscaling_larger_patches(tiles):
+def test_larger_patches_are_brought_to_the_model_scale_first(tiles):
+    # A 300 px patch of a 0.2475 um/px slide covers what a 150 px training tile covers:
+    # it must reach the network as the tile would (300 -> 150, then the recipe's
+    # 150 -> 224), not straight 300 -> 224, which keeps twice the detail of training.
     info = ModelInfo.recipe()
-    big = np.stack([np.array(Image.fromarray(t).resize((300, 300))) for t in tiles])
+    big = np.stack([np.array(Image.fromarray(t).resize((300, 300), Image.LANCZOS)) for t in tiles])
     ours = preprocess(torch.from_numpy(big), info)
-    diff = (ours - _reference(big, info)).abs()
-    log.info("300->224: mean abs diff %.5f, max %.5f", diff.mean(), diff.max())
-    # Antialiased like PIL; without antialias the mean difference is several times larger.
-    assert diff.mean() < 0.01
+    at_model_scale = np.stack(
+        [np.array(Image.fromarray(b).resize((150, 150), Image.BILINEAR)) for b in big]
+    )
+    two_step = (ours - _reference(at_model_scale, info)).abs()
+    direct = (ours - _reference(big, info)).abs()
+    log.info(
+        "300->150->224 vs PIL two-step: mean %.5f; vs PIL direct 300->224: mean %.5f",
+        two_step.mean(),
+        direct.mean(),
+    )
+    # PIL's antialiased bilinear agrees with ours to rounding (uint8 in between).
+    assert two_step.mean() < 0.01
+    assert direct.mean() > 2 * two_step.mean()
+
+
+def test_a_patch_and_its_half_size_copy_give_nearly_the_same_input(tiles):
+    # What a 40x scan and a 20x scan of the same tissue give: the network input must
+    # hardly depend on which one was read.
+    info = ModelInfo.recipe()
+    sharp = np.stack(
+        [np.array(Image.fromarray(t).resize((300, 300), Image.LANCZOS)) for t in tiles]
+    )
+    rng = np.random.default_rng(0)
+    # Detail finer than the model's 0.495 um/px that a 0.25 um/px scanner records.
+    sharp = np.clip(sharp + rng.normal(0, 12, sharp.shape), 0, 255).astype(np.uint8)
+    coarse = np.stack([np.array(Image.fromarray(s).reduce(2)) for s in sharp])
+    coarse_input = preprocess(torch.from_numpy(coarse), info)
+    diff = (preprocess(torch.from_numpy(sharp), info) - coarse_input).abs().mean().item()
+    # What resizing the 300 px patch straight to 224 px would have given.
+    direct = preprocess(torch.from_numpy(sharp), dataclasses.replace(info, patch_size=300))
+    direct_diff = (direct - coarse_input).abs().mean().item()
+    log.info("40x vs 20x input: mean abs diff %.4f (straight to 224: %.4f)", diff, direct_diff)
+    assert diff < 0.05
+    assert direct_diff > 1.5 * diff
 
 
 def test_same_size_is_exact_normalisation(tiles):
