@@ -255,9 +255,11 @@ class TrainingDialog(QDialog):
         self.progress.setValue(0)
         self.speed_label.clear()
         verb = "Resuming" if resume else "Starting"
+        scale = f"{cfg.tile_mpp:g} µm/px" + (" (assumed)" if cfg.mpp_assumed else "")
         self.log(
             f"{verb} {cfg.arch} ({cfg.preset}) for {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"{cfg.image_size} px, lr {cfg.lr:g} on {self.form.device}; output {cfg.out}"
+            f"{cfg.image_size} px, lr {cfg.lr:g} on {self.form.device}, tiles at {scale}; "
+            f"output {cfg.out}"
         )
         self.status_label.setText("Reading the tiles...")
         self.tabs.setCurrentWidget(self.log_view)
@@ -283,6 +285,8 @@ class TrainingDialog(QDialog):
             self.status_label.setText(f"Reading tiles: {e.batch:,} / {e.batches:,}")
             if e.batches:
                 self.progress.setValue(int(50 * e.batch / e.batches))
+        elif kind == "note":
+            self.log(f"Note: {e.message}")
         elif kind == "start":
             self._epochs = e.epochs
             self.curves.set_history(e.history, e.epochs)
@@ -344,7 +348,13 @@ class TrainingDialog(QDialog):
         else:
             metrics = result.test_metrics or {}
             colors = result.dataset.class_colors if result.dataset is not None else None
-            self.results.set_results(metrics, colors, best_epoch=result.best_epoch)
+            self.results.set_results(
+                metrics,
+                colors,
+                best_epoch=result.best_epoch,
+                scale=result.scale,
+                notes=result.notes,
+            )
             self.tabs.setCurrentWidget(self.results)
             # The tables need the room more than the finished curves do.
             total = sum(self.right_splitter.sizes())

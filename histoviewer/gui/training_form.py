@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from histoviewer.gui import settings as config
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.model import ARCHITECTURES
+from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
 from histoviewer.training.checkpoint import LAST_FILE, load_last
 
@@ -116,6 +117,31 @@ class LearningRateBox(QDoubleSpinBox):
         return state, text, pos
 
 
+class ScaleBox(QDoubleSpinBox):
+    """Microns per pixel shown as 0.495 or 0.25 (not 0.4950), typed in either form."""
+
+    def __init__(self) -> None:
+        # The range the slide readers accept as a microscope scale (slide/mpp.py).
+        super().__init__(decimals=4, minimum=0.05, maximum=40.0, singleStep=0.005)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:g}"
+
+    def valueFromText(self, text: str) -> float:
+        try:
+            return float(text.replace(",", "."))
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> object:
+        try:
+            ok = self.minimum() <= float(text.replace(",", ".")) <= self.maximum()
+        except ValueError:
+            ok = False
+        state = QValidator.State.Acceptable if ok else QValidator.State.Intermediate
+        return state, text, pos
+
+
 class TrainingForm(QWidget):
     """Dataset, preset, hyperparameters, device and output folder of a training run.
 
@@ -130,6 +156,9 @@ class TrainingForm(QWidget):
         self.settings = settings
         self.dataset_ok = False
         self.index: TileIndex | None = None
+        # Whether the user set the tile scale: left at its default, it is only assumed,
+        # and the run's report says so.
+        self.mpp_given = False
         self.earlier_run: EarlierRun | None = None
         self.run_problem = ""  # why the output folder cannot be used, if it cannot
         self._checker = JobRunner(self)
@@ -168,11 +197,25 @@ class TrainingForm(QWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.class_table.verticalHeader().setDefaultSectionSize(22)
         self.class_table.setVisible(False)
+        self.mpp_spin = ScaleBox()
+        self.mpp_spin.setValue(DEFAULT_MPP)
+        self.mpp_spin.setToolTip(
+            "Microns per pixel of the tiles, as they were scanned (0.495 µm/px for the "
+            "Kather 2016 tiles; about 0.25 at 40x, 0.5 at 20x). The model maps slides with "
+            "patches covering the same µm of tissue, so a wrong value gives maps at the "
+            "wrong scale. Left unchanged, 0.495 µm/px is assumed and the run notes it."
+        )
+        self.mpp_spin.valueChanged.connect(self._mpp_edited)
+        self.mpp_label = QLabel("Tile scale (µm/px):")
+        self.mpp_label.setBuddy(self.mpp_spin)
+        scale_row = QFormLayout()
+        scale_row.addRow(self.mpp_label, self.mpp_spin)
         data_box = QGroupBox("Dataset")
         data_layout = QVBoxLayout(data_box)
         data_layout.addLayout(data_row)
         data_layout.addWidget(self.check_label)
         data_layout.addWidget(self.class_table)
+        data_layout.addLayout(scale_row)
 
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
@@ -210,8 +253,14 @@ class TrainingForm(QWidget):
         self.augment_check.setToolTip(
             "Flips, 90-degree rotations, mild zoom, stain and colour jitter (as in 'best')"
         )
-        self.tile_spin = QSpinBox(minimum=8, maximum=1024, suffix=" px")
-        self.tile_spin.setToolTip("Tiles are read at this size (150 px = Kather 2016).")
+        self.tile_spin = QSpinBox(
+            minimum=0, maximum=1024, suffix=" px", specialValueText="the tiles' own"
+        )
+        self.tile_spin.setToolTip(
+            "The patch size the model learns at. \"the tiles' own\" keeps the tiles' size "
+            "(they must all be one square size); a number resizes every tile to it (non-"
+            "square ones are centre-cropped first) and keeps their µm per tile."
+        )
         self.limit_spin = QSpinBox(minimum=0, maximum=1_000_000, specialValueText="all")
         self.limit_spin.setToolTip("Use at most this many images per class (0 = all).")
         self._advanced_inner = QWidget()
@@ -289,15 +338,19 @@ class TrainingForm(QWidget):
         )
 
     def apply_preset(self, name: str) -> None:
-        """Fill every field from the preset ``name`` ("recipe" or "best")."""
+        """Fill the training fields from the preset ``name`` ("recipe" or "best"); the
+        tiles' scale and size belong to the data and are left alone."""
         self.apply_config(preset(name), keep_preset=True)
 
     def apply_config(self, cfg: TrainConfig, *, keep_preset: bool = False) -> None:
-        """Show ``cfg``'s settings (data and output folder are left alone)."""
+        """Show ``cfg``'s settings (data and output folder are left alone; with
+        ``keep_preset``, the tiles' scale and size too)."""
         if not keep_preset:
             self.preset_combo.blockSignals(True)
             self.preset_combo.setCurrentText(cfg.preset)
             self.preset_combo.blockSignals(False)
+            self.set_tile_scale(cfg.mpp)
+            self.tile_spin.setValue(cfg.patch_size or 0)
         self.arch_combo.setCurrentText(cfg.arch)
         self.epochs_spin.setValue(cfg.epochs)
         self.batch_spin.setValue(cfg.batch_size)
@@ -306,8 +359,17 @@ class TrainingForm(QWidget):
         self.optimizer_combo.setCurrentText(cfg.optimizer)
         self.weight_decay_spin.setValue(cfg.weight_decay)
         self.augment_check.setChecked(cfg.augments)
-        self.tile_spin.setValue(cfg.patch_size)
         self.limit_spin.setValue(cfg.limit_per_class or 0)
+
+    def set_tile_scale(self, mpp: float | None) -> None:
+        """Show the tiles' µm/px; None: not known (the default shows, as an assumption)."""
+        self.mpp_spin.blockSignals(True)
+        self.mpp_spin.setValue(DEFAULT_MPP if mpp is None else mpp)
+        self.mpp_spin.blockSignals(False)
+        self.mpp_given = mpp is not None
+
+    def _mpp_edited(self) -> None:
+        self.mpp_given = True
 
     def config(self) -> TrainConfig:
         """The run the form describes; HistoViewerError for a setting that cannot work."""
@@ -323,7 +385,8 @@ class TrainingForm(QWidget):
             "lr": self.lr_spin.value(),
             "optimizer": self.optimizer_combo.currentText(),
             "weight_decay": self.weight_decay_spin.value(),
-            "patch_size": self.tile_spin.value(),
+            "mpp": self.mpp_spin.value() if self.mpp_given else None,
+            "patch_size": self.tile_spin.value() or None,
             "limit_per_class": self.limit_spin.value() or None,
             "device": self.device_combo.currentText(),
         }
@@ -365,6 +428,7 @@ class TrainingForm(QWidget):
             self.data_edit,
             self.data_folder_button,
             self.data_zip_button,
+            self.mpp_spin,
             self.preset_combo,
             self.arch_combo,
             self.epochs_spin,

@@ -3,6 +3,7 @@ and the confusion matrix (rows: true class, columns: predicted), as Qt tables.""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -80,8 +81,12 @@ class ResultsPanel(QWidget):
         colors: list[tuple[int, int, int]] | None = None,
         *,
         best_epoch: int | None = None,
+        scale: dict[str, Any] | None = None,
+        notes: list[str] | None = None,
     ) -> None:
-        """Show ``metrics``; ``colors`` give each class its swatch."""
+        """Show ``metrics``; ``colors`` give each class its swatch; ``scale`` (the run's
+        :func:`~histoviewer.training.trainer.scale_summary`) and ``notes`` go under the
+        headline."""
         self.metrics = metrics
         names = list(metrics["class_names"])
         colors = colors or [(128, 128, 128)] * len(names)
@@ -91,6 +96,15 @@ class ResultsPanel(QWidget):
         )
         if best_epoch:
             text += f" · model of epoch {best_epoch} (lowest validation loss)"
+        if scale:
+            assumed = " (assumed)" if scale.get("mpp_assumed") else ""
+            text += (
+                f"<br>Patches: {scale['patch_size']} px at {scale['mpp']:.4g} µm/px "
+                f"({scale['patch_microns']:.4g} µm of tissue); tiles at "
+                f"{scale['tile_mpp']:g} µm/px{assumed}"
+            )
+        for note in notes or []:
+            text += f"<br><i>Note: {html.escape(note, quote=False)}</i>"
         self.summary.setText(text)
 
         self.per_class.setRowCount(len(names))

@@ -1,6 +1,7 @@
 """The `train` and `evaluate` subcommands.
 
-    histoviewer train DATA --out DIR [--preset recipe|best] [--epochs N] [--resume] ...
+    histoviewer train DATA --out DIR [--mpp UM] [--patch-size PX] [--preset recipe|best]
+                      [--epochs N] [--resume] ...
     histoviewer evaluate MODEL DATA [--split test|val|train|all] [--json]
 
 cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
@@ -22,12 +23,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from histoviewer.errors import HistoViewerError
+from histoviewer.slide.mpp import plausible
 from histoviewer.tasks import CancelToken, format_duration
 from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
 from histoviewer.training.split import SPLITS
 
 if TYPE_CHECKING:
-    from histoviewer.training.trainer import TrainEvent
+    from histoviewer.training.trainer import FitResult, TrainEvent
 
 # torch, torch.distributed and scikit-learn load inside the run functions, so that
 # building the parser (every `histoviewer` start, `--help`) stays fast.
@@ -47,6 +50,7 @@ _OVERRIDES = {
     "threads": "num_threads",
     "compile": "compile",
     "sync_batchnorm": "sync_batchnorm",
+    "patch_size": "patch_size",
 }
 
 
@@ -62,6 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("data", help="folder or .zip of tiles, one sub-folder per class")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    # A string, checked in run_train: a bad value is then one line, not a usage message.
+    train.add_argument(
+        "--mpp",
+        metavar="UM",
+        help="microns per pixel of the tiles as scanned (default: 0.495, the Kather 2016 "
+        "scale, assumed and noted in the report); the model maps slides at this scale",
+    )
+    train.add_argument(
+        "--patch-size",
+        type=int,
+        metavar="PX",
+        help="resize every tile to PX x PX pixels (non-square ones centre-cropped first); "
+        "default: the tiles' own size, which must be one square size for all",
+    )
     train.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -120,12 +138,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
 
+def _parse_mpp(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    # The same check as TrainConfig's, with a message that names the option typed.
+    if not plausible(value):
+        raise HistoViewerError(
+            f"--mpp {text} is not a tile scale: give the microns per pixel the tiles were "
+            "scanned at, from 0.05 to 40 (about 0.25 at 40x, 0.5 at 20x)"
+        )
+    return value
+
+
 def _config_from_args(args: argparse.Namespace):
     overrides: dict[str, Any] = {
         field: getattr(args, opt)
         for opt, field in _OVERRIDES.items()
         if getattr(args, opt, None) is not None
     }
+    if getattr(args, "mpp", None) is not None:
+        overrides["mpp"] = _parse_mpp(args.mpp)
     if args.resume:
         from histoviewer.training.trainer import resume_config
 
@@ -167,6 +201,7 @@ def run_train(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
     if result.test_metrics is None:
         print(f"split ({counts}) written to {out / 'split.csv'}")
+        _print_scale(result)
         return 0
     metrics = result.test_metrics
     print(
@@ -174,7 +209,21 @@ def run_train(args: argparse.Namespace) -> int:
         f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     )
     print(f"model: {result.best_path}\nreport: {out / 'report.json'}")
+    _print_scale(result)
     return 0
+
+
+def _print_scale(result: FitResult) -> None:
+    """The model's patch scale and the notes about it, the last lines a user reads."""
+    scale = result.scale
+    if scale:
+        assumed = " (assumed)" if scale["mpp_assumed"] else ""
+        print(
+            f"patches: {scale['patch_size']} px at {scale['mpp']:.4g} µm/px "
+            f"({scale['patch_microns']:.4g} µm); tiles at {scale['tile_mpp']:g} µm/px{assumed}"
+        )
+    for note in result.notes:
+        print(f"note: {note}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -223,7 +272,9 @@ class _ProgressBar:
     def __call__(self, event: TrainEvent) -> None:
         if not self.enabled:
             return
-        if event.kind in ("load", "batch"):
+        if event.kind == "note":
+            self.close()  # the loading bar is done; the log's warnings follow on their own lines
+        elif event.kind in ("load", "batch"):
             key = (event.phase, event.epoch)
             if key != self.key:
                 self.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.model import ARCHITECTURES
+from histoviewer.slide.mpp import DEFAULT_MPP, plausible
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ RUNTIME_FIELDS = frozenset(
 class TrainConfig:
     """Everything a training run needs; defaults are the reference recipe's.
 
-    Data and split: ``data`` (folder or zip), ``out`` (output folder), ``patch_size``
-    (tiles are stored at this size; other sizes are resized), ``limit_per_class``
-    (None = all), ``holdout`` (fraction held out of training) and ``test_share``
-    (fraction of the held-out part used for testing), ``split_seed``.
+    Data and split: ``data`` (folder or zip), ``out`` (output folder), ``mpp`` (the
+    tiles' microns per pixel as scanned; None = not given, :data:`DEFAULT_MPP`, the
+    Kather 2016 scale, is assumed and the report says so), ``patch_size`` (None = the
+    tiles' own size, which must be one square size for all; a number resizes every tile
+    to it), ``limit_per_class`` (None = all), ``holdout`` (fraction held out of
+    training) and ``test_share`` (fraction of the held-out part used for testing),
+    ``split_seed``.
 
     Model and optimisation: ``arch``, ``image_size`` (network input), ``batch_size``,
     ``epochs``, ``lr``, ``optimizer`` (adam / adamw / sgd with ``momentum`` and
@@ -78,7 +82,8 @@ class TrainConfig:
     data: str = ""
     out: str = ""
     # data and split
-    patch_size: int = 150
+    mpp: float | None = None
+    patch_size: int | None = None
     limit_per_class: int | None = None
     holdout: float = 0.2
     test_share: float = 0.8
@@ -121,6 +126,15 @@ class TrainConfig:
         self.validate()
 
     @property
+    def tile_mpp(self) -> float:
+        """The tiles' microns per pixel: as given, else the assumed Kather 2016 scale."""
+        return DEFAULT_MPP if self.mpp is None else float(self.mpp)
+
+    @property
+    def mpp_assumed(self) -> bool:
+        return self.mpp is None
+
+    @property
     def augments(self) -> bool:
         return (
             self.flips
@@ -144,9 +158,22 @@ class TrainConfig:
             raise bad("optimizer", f"use one of {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
             raise bad("scheduler", f"use one of {', '.join(SCHEDULERS)}")
+        if self.mpp is not None and not (
+            isinstance(self.mpp, (int, float))
+            and not isinstance(self.mpp, bool)
+            and plausible(float(self.mpp))
+        ):
+            raise bad(
+                "mpp",
+                "the tiles' scale must be the microns per pixel they were scanned at, "
+                "from 0.05 to 40 (about 0.25 at 40x, 0.5 at 20x)",
+            )
+        if self.patch_size is not None and (
+            not isinstance(self.patch_size, int) or self.patch_size < 8
+        ):
+            raise bad("patch_size", "it must be a whole number of pixels of at least 8")
         for name, low in (
             ("image_size", 16),
-            ("patch_size", 8),
             ("batch_size", 1),
             ("step_size", 1),
         ):
@@ -174,7 +201,8 @@ class TrainConfig:
             raise bad("scale_jitter", "it must lie between 0.25 and 1 (1 = off)")
 
     def tile_options(self) -> dict[str, Any]:
-        """``load_tiles`` options of this run: training and evaluation load the same tiles."""
+        """``load_tiles`` options of this run: training and evaluation load the same tiles
+        (the same size rules, the same subset)."""
         return {
             "size": self.patch_size,
             "limit_per_class": self.limit_per_class,
@@ -198,15 +226,29 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def differences(self, other: TrainConfig, *, runtime: bool = False) -> list[str]:
-        """'name: mine -> other' for each differing field (runtime fields only if asked)."""
+        """'name: mine -> other' for each differing field (runtime fields only if asked).
+
+        ``mpp`` compares the scale itself: not given (0.495 assumed) equals 0.495 given.
+        """
         out = []
         for f in fields(self):
             if not runtime and f.name in RUNTIME_FIELDS:
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "mpp" and self.tile_mpp == other.tile_mpp:
+                continue
             if a != b:
-                out.append(f"{f.name}: {a!r} -> {b!r}")
+                out.append(f"{f.name}: {_shown(f.name, a)} -> {_shown(f.name, b)}")
         return out
+
+
+def _shown(name: str, value: Any) -> str:
+    """A setting's value as a difference message shows it."""
+    if value is None and name == "mpp":
+        return f"not given ({DEFAULT_MPP:g} assumed)"
+    if value is None and name == "patch_size":
+        return "the tiles' own size"
+    return repr(value)
 
 
 def recipe_config(**changes: Any) -> TrainConfig:

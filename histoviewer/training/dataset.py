@@ -11,9 +11,12 @@ class names come from :func:`histoviewer.classes.name_from_folder`.
 
 :func:`list_tiles` only lists files (fast: the split can be computed from names
 alone); :func:`load_tiles` also decodes every image, in a thread pool, into one
-uint8 array ``(N, S, S, 3)`` (``S`` = patch size, 150 by default; other sizes are
-resized). A file that cannot be decoded is logged, recorded in
-``TileDataset.skipped`` and left out; a layout that cannot be used raises
+uint8 array ``(N, S, S, 3)``. ``S`` is the tiles' own size: they must all be square
+and of one size, because a pixel of every tile must cover the same microns (a
+DatasetError names the odd files otherwise). An explicit ``size`` resizes every
+tile to ``S = size`` instead (non-square ones centre-cropped first) and says so.
+A file that cannot be decoded is logged, recorded in ``TileDataset.skipped`` and
+left out; a layout that cannot be used raises
 :class:`~histoviewer.errors.DatasetError` naming the folder or file.
 """
 
@@ -24,6 +27,7 @@ import logging
 import os
 import threading
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,11 +43,14 @@ from histoviewer.tasks import CancelToken
 
 log = logging.getLogger(__name__)
 
-PATCH_SIZE = 150
 _JUNK_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
 # Deep enough for DATA/wrapper/CLASS/file plus one more wrapper; stops a walk of a
 # whole home directory when the user picks the wrong folder.
 _MAX_DEPTH = 5
+# Files named in a message about tile sizes (the rest are counted).
+_EXAMPLES = 3
+# How to get past a size problem, for messages seen on the command line and in the app.
+_SIZE_ADVICE = "choose a patch size (--patch-size N; in the app, Advanced > Tile size)"
 
 
 def _image_extensions() -> frozenset[str]:
@@ -115,7 +122,14 @@ class TileIndex:
 
 @dataclass
 class TileDataset:
-    """Decoded tiles: ``images`` uint8 (N, S, S, 3), ``labels`` int64 (N,), in canonical order."""
+    """Decoded tiles: ``images`` uint8 (N, S, S, 3), ``labels`` int64 (N,), in canonical order.
+
+    ``tile_size``: the (width, height) most files had before any resizing (the tiles'
+    own scale: each of their pixels covers the microns the user states);
+    ``size_counts``: files per size as read, ``"W x H"`` -> count; ``resized``: the files
+    whose pixels were cropped or resized to S; ``notes``: what was done to them, in
+    sentences for the user (empty when every tile was used as it is).
+    """
 
     source: str
     class_folders: list[str]
@@ -125,6 +139,16 @@ class TileDataset:
     labels: np.ndarray
     stems: list[str]
     skipped: list[SkippedFile] = field(default_factory=list)
+    tile_size: tuple[int, int] = (0, 0)
+    size_counts: dict[str, int] = field(default_factory=dict)
+    resized: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.tile_size == (0, 0):  # arrays from elsewhere: their size is their own
+            side = int(self.images.shape[1])
+            self.tile_size = (side, side)
+            self.size_counts = self.size_counts or {_size_text(side, side): len(self.labels)}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -135,7 +159,14 @@ class TileDataset:
 
     @property
     def patch_size(self) -> int:
+        """The side S of the stored tiles, in pixels."""
         return int(self.images.shape[1])
+
+    @property
+    def scale_factor(self) -> float:
+        """How many of the tiles' own pixels one stored pixel spans (1.0 unless resized):
+        the stored tiles' microns per pixel are the tiles' times this."""
+        return min(self.tile_size) / self.patch_size
 
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -344,13 +375,34 @@ def list_tiles(source: str | os.PathLike) -> TileIndex:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(data: bytes, size: int) -> np.ndarray:
+def _size_text(width: int, height: int) -> str:
+    return f"{width} x {height}"
+
+
+def _probe(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels."""
+    with Image.open(BytesIO(data)) as img:
+        return img.size
+
+
+def _decode(data: bytes, size: int) -> tuple[np.ndarray, bool]:
+    """The image as (size, size, 3) uint8 RGB, and whether its pixels had to be cropped or
+    resized. A non-square image is centre-cropped to a square first: squashing it would
+    change the shape of every cell in it."""
     with Image.open(BytesIO(data)) as img:
         img.load()
         rgb = img.convert("RGB") if img.mode != "RGB" else img
+        changed = False
+        width, height = rgb.size
+        if width != height:
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            rgb = rgb.crop((left, top, left + side, top + side))
+            changed = True
         if rgb.size != (size, size):
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
+            changed = True
+        return np.asarray(rgb, dtype=np.uint8), changed
 
 
 def _decode_error(exc: Exception) -> str:
@@ -367,7 +419,7 @@ LoadProgress = Callable[[int, int], None]
 def load_tiles(
     source: str | os.PathLike | TileIndex,
     *,
-    size: int = PATCH_SIZE,
+    size: int | None = None,
     limit_per_class: int | None = None,
     limit_seed: int = 2000,
     workers: int = 0,
@@ -376,11 +428,14 @@ def load_tiles(
 ) -> TileDataset:
     """Decode every image of a folder or zip into a :class:`TileDataset`.
 
-    ``size``: side of the stored tiles (images of another size are resized to it).
-    ``limit_per_class``: keep at most that many images per class (a seeded random
-    choice, see :meth:`TileIndex.limit_per_class`). ``workers``: decoding threads
-    (0 = one per CPU core, at most 16). ``progress(done, total)`` is called from this
-    thread as images are decoded; ``cancel`` stops decoding (raises Cancelled).
+    ``size``: None (default) keeps the tiles' own size; they must then all be square and
+    of one size, else DatasetError names the odd files, their sizes and how many there
+    are. A number resizes every tile to ``size`` x ``size`` pixels (non-square ones are
+    centre-cropped first); tiles whose size differs from most are named in a warning
+    and in ``notes``. ``limit_per_class``: keep at most that many images per class (a
+    seeded random choice, see :meth:`TileIndex.limit_per_class`). ``workers``: decoding
+    threads (0 = one per CPU core, at most 16). ``progress(done, total)`` is called from
+    this thread as images are decoded; ``cancel`` stops decoding (raises Cancelled).
 
     Unreadable images are skipped and listed in ``skipped``; a class whose images are
     all unreadable raises DatasetError naming its folder.
@@ -396,36 +451,132 @@ def load_tiles(
         src.close()
 
 
+def _member_name(member: str) -> str:
+    """``CLASS/file`` of a member: short enough for a message, clear enough to find it."""
+    return "/".join(PurePosixPath(member).parts[-2:])
+
+
+def _examples(index: TileIndex, rows: Sequence[int], sizes: dict[int, tuple[int, int]]) -> str:
+    """A few of ``rows`` as 'CLASS/file (W x H px)', and how many more there are."""
+    named = [
+        f"{_member_name(index.entries[i][2])} ({_size_text(*sizes[i])} px)"
+        for i in rows[:_EXAMPLES]
+    ]
+    more = len(rows) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more else "")
+
+
+def _differ(count: int) -> str:
+    return "differs" if count == 1 else "differ"
+
+
+@dataclass
+class _SizePlan:
+    side: int  # the stored tiles' side S
+    common: tuple[int, int]  # the size most tiles have
+    counts: Counter  # (width, height) -> files
+    notes: list[str]
+
+
+def _plan_sizes(
+    where: str,
+    index: TileIndex,
+    sizes: dict[int, tuple[int, int]],
+    size: int | None,
+) -> _SizePlan:
+    """Decide the stored side S from the sizes of the readable tiles (row -> (width,
+    height)), or refuse (``size`` None) when they are not all one square size."""
+    readable = sorted(sizes)
+    counts = Counter(sizes.values())
+    if not counts:  # nothing readable: the per-class check after decoding says which
+        return _SizePlan(size or 1, (0, 0), counts, [])
+    # The most common size; among equals the larger, so that the choice is stable.
+    common = max(counts, key=lambda s: (counts[s], s[0] * s[1], s))
+    odd = [i for i in readable if sizes[i] != common]
+    n = len(readable)
+    notes: list[str] = []
+    if size is None:
+        not_square = [i for i in readable if sizes[i][0] != sizes[i][1]]
+        if not_square:
+            raise DatasetError(
+                f"{len(not_square)} of the {n} tiles in {where} "
+                f"{'is' if len(not_square) == 1 else 'are'} not square, e.g. "
+                f"{_examples(index, not_square, sizes)}; a model reads square patches, so "
+                f"crop them, or {_SIZE_ADVICE} to centre-crop and resize every tile to it"
+            )
+        if odd:
+            raise DatasetError(
+                f"the tiles in {where} are not all one size: {len(odd)} of {n} "
+                f"{_differ(len(odd))} from the {_size_text(*common)} px of the others, e.g. "
+                f"{_examples(index, odd, sizes)}; a model needs every tile at one scale, "
+                f"so remove or resize them, or {_SIZE_ADVICE} to resize every tile to it"
+            )
+        return _SizePlan(common[0], common, counts, notes)
+    if odd:
+        notes.append(
+            f"{len(odd)} of the {n} tiles {_differ(len(odd))} from the "
+            f"{_size_text(*common)} px of the others and {'was' if len(odd) == 1 else 'were'} "
+            f"resized to {size} x {size} px as well; unless they show as "
+            "much tissue as the others, their magnification now differs: "
+            f"{_examples(index, odd, sizes)}"
+        )
+        log.warning("%s: %s", where, notes[-1])
+    if common != (size, size):
+        how = "centre-cropped to squares and resized" if common[0] != common[1] else "resized"
+        notes.append(
+            f"the {_size_text(*common)} px tiles were {how} to {size} x {size} px "
+            "(the patch size chosen)"
+        )
+        log.info("%s: %s", where, notes[-1])
+    return _SizePlan(size, common, counts, notes)
+
+
 def _decode_all(
     src: _Source,
     index: TileIndex,
-    size: int,
+    size: int | None,
     workers: int,
     progress: LoadProgress | None,
     cancel: CancelToken | None,
 ) -> TileDataset:
     n = len(index.entries)
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    sizes: dict[int, tuple[int, int]] = {}  # row -> (width, height), readable ones only
     ok = np.zeros(n, dtype=bool)
+    changed = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
 
-    def work(i: int) -> None:
-        member = index.entries[i][2]
+    def probe(i: int) -> None:
         try:
-            images[i] = _decode(src.read(member), size)
-            ok[i] = True
+            sizes[i] = _probe(src.read(index.entries[i][2]))
         except Exception as exc:
             # Any failure of one file (bad bytes, a codec bug, a damaged zip member) must
             # cost that file only, not a run over thousands of images.
             errors[i] = _decode_error(exc)
 
+    def decode_into(images: np.ndarray, i: int) -> None:
+        if i not in sizes:
+            return
+        try:
+            images[i], changed[i] = _decode(src.read(index.entries[i][2]), images.shape[1])
+            ok[i] = True
+        except Exception as exc:
+            errors[i] = _decode_error(exc)
+
     threads = workers if workers > 0 else min(16, os.cpu_count() or 1)
     chunk = 256
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
+        # Headers first (fast): the stored size must be known, and a dataset of mixed
+        # sizes refused, before thousands of images are decoded.
+        for start in range(0, n, 4 * chunk):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            list(pool.map(probe, range(start, min(n, start + 4 * chunk))))
+        plan = _plan_sizes(index.source, index, sizes, size)
+        images = np.empty((n, plan.side, plan.side, 3), dtype=np.uint8)
         for start in range(0, n, chunk):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            list(pool.map(work, range(start, min(n, start + chunk))))
+            list(pool.map(lambda i: decode_into(images, i), range(start, min(n, start + chunk))))
             if progress is not None:
                 progress(min(n, start + chunk), n)
     skipped = list(index.skipped)
@@ -454,6 +605,12 @@ def _decode_all(
         labels=labels[keep],
         stems=[index.entries[i][1] for i in keep],
         skipped=skipped,
+        tile_size=plan.common,
+        size_counts={
+            _size_text(*s): c for s, c in sorted(plan.counts.items(), key=lambda x: -x[1])
+        },
+        resized=[src.display(index.entries[i][2]) for i in keep if changed[i]],
+        notes=list(plan.notes),
     )
 
 

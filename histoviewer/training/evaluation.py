@@ -103,23 +103,36 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate a model file on one split ("train", "val", "test" or "all") of a dataset.
 
-    The split is rebuilt with the settings the model was trained with (its metadata's
-    training config: split seed, fractions, per-class limit), so "test" means the images
-    it never saw. Dataset classes are matched to the model's classes by name; a class the
-    model does not know raises DatasetError. Returns :func:`classification_metrics` plus
-    ``split``, ``model``, ``data``, ``device``, ``seconds`` and ``images_per_s``.
+    The tiles are loaded and split with the settings the model was trained with (its
+    metadata's training config: patch size rule, split seed, fractions, per-class limit),
+    so "test" means the images it never saw. Tiles of another size than the model's
+    patches are scored all the same, with a warning. Dataset classes are matched to the
+    model's classes by name; a class the model does not know raises DatasetError.
+    Returns :func:`classification_metrics` plus ``split``, ``model``, ``data``,
+    ``device``, ``seconds`` and ``images_per_s``.
     """
     if split not in (*SPLITS, "all"):
         raise HistoViewerError(f"unknown split '{split}' (use train, val, test or all)")
     classifier = load_model(checkpoint, device=device)
     info = classifier.info
-    trained = _training_config(info.training)
+    trained = _training_config(info.training, info.patch_size)
     dataset = load_tiles(
         data,
         **trained.tile_options(),
         workers=workers,
         cancel=cancel,
     )
+    if dataset.patch_size != info.patch_size:
+        log.warning(
+            "the tiles of %s are %d px, but the model %s was trained on %d px patches "
+            "(%.4g µm); unless these tiles show the same area of tissue, the scores say "
+            "little about its maps",
+            dataset.source,
+            dataset.patch_size,
+            checkpoint,
+            info.patch_size,
+            info.patch_microns,
+        )
     mapping = []
     for folder, name in zip(dataset.class_folders, dataset.class_names, strict=True):
         if name not in info.class_names:
@@ -157,13 +170,16 @@ def evaluate_model(
     return metrics
 
 
-def _training_config(training: dict[str, Any]) -> TrainConfig:
-    """The split-relevant settings a model was trained with (recipe defaults if unknown)."""
+def _training_config(training: dict[str, Any], patch_size: int) -> TrainConfig:
+    """The tile and split settings a model was trained with. A model that does not say
+    (one trained elsewhere) gets the recipe's split and its tiles resized to its
+    ``patch_size``."""
     keys = ("patch_size", "limit_per_class", "split_seed", "holdout", "test_share")
     config = training.get("config", training) if isinstance(training, dict) else {}
     values = {k: config[k] for k in keys if isinstance(config, dict) and k in config}
+    values.setdefault("patch_size", patch_size)
     try:
         return TrainConfig(**values)
     except (HistoViewerError, TypeError):
         log.warning("the model's training settings are unusable; using the recipe's split")
-        return TrainConfig()
+        return TrainConfig(patch_size=patch_size if patch_size >= 8 else None)

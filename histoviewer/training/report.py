@@ -24,9 +24,10 @@ CONFUSION_FILE = "confusion_matrix.png"
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
-    """Write ``report`` as indented JSON, atomically; non-finite numbers become null."""
+    """Write ``report`` as indented UTF-8 JSON ("µm" stays readable), atomically;
+    non-finite numbers become null."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(_finite(report), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(_finite(report), indent=2, ensure_ascii=False) + "\n")
     return path
 
 

@@ -42,6 +42,7 @@ from histoviewer.distributed import DistContext
 from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.fileio import atomic_write_text, ensure_writable_dir
 from histoviewer.model import ModelInfo, build_network, load_model, save_model
+from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.tasks import Cancelled, CancelToken
 from histoviewer.training import report as reporting
 from histoviewer.training.checkpoint import (
@@ -66,9 +67,11 @@ SPLIT_FILE = "split.csv"
 @dataclass
 class TrainEvent:
     """One progress report. ``kind``: "load" (decoding tiles: ``batch`` of ``batches``
-    images), "start", "batch" (``phase`` "train" or "val"), "epoch" (an epoch finished;
-    ``history`` has every epoch so far), "test", "done", "cancelled". ``epoch`` counts
-    from 1; ``eta_s`` is the estimated time left for the whole run."""
+    images), "note" (``message``: something about the data or scale the user should
+    read, also in the report's notes), "start", "batch" (``phase`` "train" or "val"),
+    "epoch" (an epoch finished; ``history`` has every epoch so far), "test", "done",
+    "cancelled". ``epoch`` counts from 1; ``eta_s`` is the estimated time left for the
+    whole run."""
 
     kind: str
     epoch: int = 0
@@ -90,7 +93,11 @@ ProgressCallback = Callable[[TrainEvent], None]
 
 @dataclass
 class FitResult:
-    """What a run produced. ``cancelled`` runs have no test metrics and no report."""
+    """What a run produced. ``cancelled`` runs have no test metrics and no report.
+
+    ``scale``: the tiles' and the model's scale (see :func:`scale_summary`); ``notes``:
+    sentences the user should read (an assumed scale, resized tiles).
+    """
 
     out: Path
     config: TrainConfig
@@ -103,6 +110,8 @@ class FitResult:
     test_metrics: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     dataset: TileDataset | None = None
+    scale: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def best_path(self) -> Path:
@@ -111,6 +120,48 @@ class FitResult:
     @property
     def last_path(self) -> Path:
         return self.out / LAST_FILE
+
+
+def scale_summary(config: TrainConfig, dataset: TileDataset) -> dict[str, Any]:
+    """The tiles' scale and the model's: the patch size and microns per pixel it records.
+
+    A tile resized from S to P pixels keeps its microns, so the model's microns per pixel
+    are the tiles' times S / P: mapping then reads patches of the same tissue area.
+    """
+    mpp = config.tile_mpp * dataset.scale_factor
+    return {
+        "tile_mpp": config.tile_mpp,
+        "mpp_assumed": config.mpp_assumed,
+        "tile_size": list(dataset.tile_size),
+        "tile_sizes": dict(dataset.size_counts),
+        "patch_size": dataset.patch_size,
+        "mpp": mpp,
+        "patch_microns": dataset.patch_size * mpp,
+        "resized": len(dataset.resized),
+        "resized_examples": dataset.resized[:10],
+    }
+
+
+def scale_notes(config: TrainConfig, dataset: TileDataset) -> list[str]:
+    """What the user must know about the scale of a run, as sentences (may be empty)."""
+    notes = []
+    if config.mpp_assumed:
+        notes.append(
+            f"The tiles' scale was not given, so {DEFAULT_MPP:g} µm/px (the Kather 2016 "
+            "scale) was assumed: if they were scanned at another scale, maps made with this "
+            "model will be wrong in scale. Give their real scale (--mpp; in the app, Tile "
+            "scale) and train again."
+        )
+    notes += [note[0].upper() + note[1:] + "." for note in dataset.notes]
+    if dataset.scale_factor != 1.0:
+        scale = scale_summary(config, dataset)
+        notes.append(
+            f"The model's patches are {scale['patch_size']} px at {scale['mpp']:.4g} µm/px: "
+            f"the {scale['patch_microns']:.4g} µm of tissue of the "
+            f"{dataset.tile_size[0]} x {dataset.tile_size[1]} px tiles at "
+            f"{config.tile_mpp:g} µm/px."
+        )
+    return notes
 
 
 def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
@@ -160,6 +211,8 @@ class _Run:
         self.best_epoch = 0
         self.epoch_seconds: float | None = None
         self.dist = DistContext()
+        self.scale: dict[str, Any] = {}
+        self.notes: list[str] = []
 
     def emit(self, kind: str, **values: Any) -> None:
         if self.progress is not None and self.dist.is_main:
@@ -197,6 +250,7 @@ class _Run:
             return self._cancelled_result(0, None, dataset)
         split = split_for(cfg, dataset)
         split_text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, split)
+        self.scale = scale_summary(cfg, dataset)
         self.data_summary = {
             "source": dataset.source,
             "class_folders": dataset.class_folders,
@@ -205,14 +259,40 @@ class _Run:
             "split_counts": split.counts(),
             "split_method": split.method,
             "fingerprint": hashlib.sha256(split_text.encode()).hexdigest(),
+            "tile_size": self.scale["tile_size"],
+            "patch_size": self.scale["patch_size"],
         }
         if checkpoint is not None:
             self._check_same_data(checkpoint)
+        self.notes = scale_notes(cfg, dataset)
         if self.dist.is_main:
+            for note in self.notes:
+                self.emit("note", message=note)
+            if cfg.mpp_assumed:
+                log.warning("%s", self.notes[0])
+            log.info(
+                "tiles of %s at %g µm/px; the model's patches: %d px at %.4g µm/px (%.4g µm)",
+                "x".join(map(str, dataset.tile_size)),
+                cfg.tile_mpp,
+                self.scale["patch_size"],
+                self.scale["mpp"],
+                self.scale["patch_microns"],
+            )
             atomic_write_text(self.out / SPLIT_FILE, split_text)
             log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
         if cfg.epochs == 0:
-            return FitResult(self.out, cfg, 0, [], 0, float("inf"), split.counts(), dataset=dataset)
+            return FitResult(
+                self.out,
+                cfg,
+                0,
+                [],
+                0,
+                float("inf"),
+                split.counts(),
+                dataset=dataset,
+                scale=self.scale,
+                notes=self.notes,
+            )
         try:
             return self._train(device, dataset, split, checkpoint)
         except torch.cuda.OutOfMemoryError:
@@ -234,7 +314,10 @@ class _Run:
             )
         # How to run may change on resume (another device, more threads); what to train may not.
         runtime = {k: getattr(self.config, k) for k in RUNTIME_FIELDS}
+        stated = self.config.mpp  # the assumed scale, now stated: the same scale
         self.config = saved.replace(**runtime)
+        if self.config.mpp is None and stated is not None:
+            self.config = self.config.replace(mpp=stated)
         return checkpoint
 
     def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
@@ -248,6 +331,14 @@ class _Run:
                 f"cannot resume from {self.out / LAST_FILE}: the data in {self.config.data} is "
                 f"not what the run was started with ({'; '.join(what) or 'other files'})"
             )
+        # The same files at another size would change the model's patch size mid-run.
+        for key in ("tile_size", "patch_size"):
+            if key in saved and saved[key] != self.data_summary[key]:
+                raise HistoViewerError(
+                    f"cannot resume from {self.out / LAST_FILE}: the tiles in "
+                    f"{self.config.data} are not what the run was started with ({key} "
+                    f"{saved[key]} -> {self.data_summary[key]})"
+                )
 
     def _info(self, dataset: TileDataset) -> ModelInfo:
         cfg = self.config
@@ -257,7 +348,8 @@ class _Run:
             class_names=dataset.class_names,
             class_colors=dataset.class_colors,
             input_size=cfg.image_size,
-            patch_size=cfg.patch_size,
+            patch_size=self.scale["patch_size"],
+            mpp=self.scale["mpp"],
             name=name,
             training={"config": cfg.to_dict(), "data": self.data_summary},
         )
@@ -479,6 +571,8 @@ class _Run:
             test_metrics=metrics,
             report=report,
             dataset=dataset,
+            scale=self.scale,
+            notes=self.notes,
         )
 
     def _test_and_report(
@@ -522,6 +616,8 @@ class _Run:
         report = {
             "config": cfg.to_dict(),
             "data": {**self.data_summary, "skipped": [s.to_dict() for s in dataset.skipped]},
+            "scale": self.scale,
+            "notes": self.notes,
             "split_counts": split.counts(),
             "history": self.history,
             "best_epoch": self.best_epoch,
@@ -586,6 +682,8 @@ class _Run:
             split.counts() if split else {},
             cancelled=True,
             dataset=dataset,
+            scale=self.scale,
+            notes=self.notes,
         )
 
 

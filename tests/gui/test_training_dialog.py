@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import zipfile
 from pathlib import Path
@@ -23,8 +24,10 @@ from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
 from histoviewer.gui.settings import MappingSettings
 from histoviewer.gui.training_form import ERROR_STYLE
+from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.mapping.cache import MapCache
 from histoviewer.model import load_model
+from histoviewer.training import TrainConfig, classification_metrics
 from histoviewer.training.checkpoint import load_last
 
 TIMEOUT = 60_000
@@ -83,16 +86,18 @@ def wait_ready(qtbot, dialog):
     qtbot.waitUntil(lambda: not dialog.form.checking(), timeout=TIMEOUT)
 
 
-def set_up_tiny_run(qtbot, dialog, data: Path, out: Path) -> None:
-    """resnet18 at 32 px, 2 epochs, batch 4 on 40 px tiles."""
+def set_up_tiny_run(qtbot, dialog, data: Path, out: Path, mpp: float | None = None) -> None:
+    """resnet18 at 32 px, 2 epochs, batch 4 on 40 px tiles (at ``mpp``: None leaves the
+    tile scale field alone)."""
     form = dialog.form
+    if mpp is not None:
+        form.mpp_spin.setValue(mpp)
     form.data_edit.setText(str(data))
     form.out_edit.setText(str(out))
     form.arch_combo.setCurrentText("resnet18")
     form.epochs_spin.setValue(2)
     form.batch_spin.setValue(4)
     form.image_spin.setValue(32)
-    form.tile_spin.setValue(40)
     wait_ready(qtbot, dialog)
 
 
@@ -194,6 +199,34 @@ def test_presets_prefill_the_hyperparameters(make_window):
     assert not form.config().augments
 
 
+def test_tile_scale_and_size_fields(make_window):
+    form = make_window().open_training_dialog().form
+    assert form.mpp_label.text() == "Tile scale (µm/px):"
+    assert form.mpp_label.buddy() is form.mpp_spin
+    assert form.mpp_spin.value() == pytest.approx(0.495) and form.mpp_spin.text() == "0.495"
+    tip = form.mpp_spin.toolTip()
+    assert "Microns per pixel of the tiles" in tip and "µm/px" in tip
+    assert not re.search(r"\bum\b", tip)
+    # Left alone, the scale is only assumed (the run notes it); the tiles keep their size.
+    cfg = form.config()
+    assert cfg.mpp is None and cfg.mpp_assumed and cfg.patch_size is None
+    assert form.tile_spin.text() == "the tiles' own"
+    form.mpp_spin.setValue(0.25)
+    form.tile_spin.setValue(64)
+    # A preset sets the training, not the data: the scale and size stay.
+    form.preset_combo.setCurrentText("best")
+    cfg = form.config()
+    assert (cfg.preset, cfg.mpp, cfg.patch_size) == ("best", 0.25, 64)
+    form.mpp_spin.setValue(0.495)  # typed in: given, not assumed
+    assert form.config().mpp == pytest.approx(0.495)
+    # An earlier run's settings bring its scale back, assumed or not.
+    form.apply_config(TrainConfig(mpp=0.3))
+    assert form.mpp_spin.value() == pytest.approx(0.3) and form.config().mpp == 0.3
+    form.apply_config(TrainConfig())
+    assert form.mpp_spin.value() == pytest.approx(0.495) and form.config().mpp is None
+    assert form.tile_spin.text() == "the tiles' own"
+
+
 def test_train_cancel_resume_results_and_use_the_model(
     qtbot, make_window, tiles, tmp_path, settings, monkeypatch
 ):
@@ -201,8 +234,9 @@ def test_train_cancel_resume_results_and_use_the_model(
     window = make_window()
     dialog = window.open_training_dialog()
     out = tmp_path / "run"
-    set_up_tiny_run(qtbot, dialog, tiles, out)
+    set_up_tiny_run(qtbot, dialog, tiles, out, mpp=0.25)
     assert dialog.start() is not None and dialog.is_running()
+    assert "tiles at 0.25 µm/px; output" in dialog.log_text()
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     assert not dialog.form.data_edit.isEnabled()
 
@@ -248,6 +282,9 @@ def test_train_cancel_resume_results_and_use_the_model(
     assert [r[3] for r in rows] == [f"{c['f1']:.3f}" for c in metrics["per_class"]]
     assert dialog.results.confusion_values() == metrics["confusion_matrix"]
     assert sum(map(sum, dialog.results.confusion_values())) == metrics["n"]
+    summary = dialog.results.summary.text()
+    assert "Patches: 40 px at 0.25 µm/px (10 µm of tissue); tiles at 0.25 µm/px" in summary
+    assert "Note:" not in summary and "Note:" not in dialog.log_text()
     # The finished folder is taken: the form points at a new one for the next run.
     assert Path(dialog.form.out_folder) != out
 
@@ -256,6 +293,7 @@ def test_train_cancel_resume_results_and_use_the_model(
         dialog.use_button.click()
     assert window.classifier.fingerprint == load_model(best).fingerprint
     assert window.classifier.class_names == ["tumor", "stroma", "adipose"]
+    assert (window.classifier.info.mpp, window.classifier.info.patch_size) == (0.25, 40)
     assert window.model_path == str(best) == config.last_model_path(settings)
     assert window.model_label.text() == f"Model: {window.classifier.info.name}"
 
@@ -290,6 +328,9 @@ def test_closing_the_app_mid_run_stops_cleanly_and_the_run_resumes_later(
     set_up_tiny_run(qtbot, dialog, tiles, out)
     dialog.start()
     qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT)
+    # The scale field was left alone: the log says what was assumed, early.
+    qtbot.waitUntil(lambda: "Note: The tiles' scale was not given" in dialog.log_text())
+    assert "tiles at 0.495 µm/px (assumed)" in dialog.log_text()
 
     asked = []
     monkeypatch.setattr(window, "ask_yes_no", lambda t, text: asked.append(text) or False)
@@ -362,3 +403,20 @@ def test_a_full_disk_stops_the_run_with_a_message_and_an_intact_checkpoint(
     assert load_last(out / "last.pt")["epoch"] == 0
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     qtbot.waitUntil(dialog.resume_button.isEnabled, timeout=TIMEOUT)
+
+
+def test_results_show_the_scale_and_the_notes(qtbot):
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    metrics = classification_metrics([0, 1, 1], [0, 1, 0], ["tumor", "stroma"])
+    scale = {"patch_size": 150, "mpp": 0.495, "patch_microns": 74.25, "tile_mpp": 0.495}
+    note = "The tiles' scale was not given, so 0.495 µm/px <the Kather scale> was assumed."
+    panel.set_results(metrics, scale={**scale, "mpp_assumed": True}, notes=[note])
+    text = panel.summary.text()
+    assert (
+        "Patches: 150 px at 0.495 µm/px (74.25 µm of tissue); tiles at 0.495 µm/px (assumed)"
+        in text
+    )
+    assert "Note: The tiles' scale was not given, so 0.495 µm/px &lt;the Kather scale&gt;" in text
+    panel.set_results(metrics, scale={**scale, "mpp_assumed": False})
+    assert "(assumed)" not in panel.summary.text() and "Note" not in panel.summary.text()

@@ -16,16 +16,20 @@ from histoviewer.errors import DatasetError
 from histoviewer.training import list_tiles, load_tiles
 
 
-def test_folder_gives_classes_labels_and_patch_sized_tiles(tiles: Path):
+def test_folder_gives_classes_labels_and_tiles_at_their_own_size(tiles: Path):
     ds = load_tiles(tiles, workers=2)
     assert ds.class_folders == list(CLASS_FOLDERS)
     assert ds.class_names == ["tumor", "stroma", "adipose"]
-    assert ds.images.shape == (18, 150, 150, 3) and ds.images.dtype == np.uint8
+    # The 40 px tiles are kept at 40 px: resizing them would change their scale.
+    assert ds.images.shape == (18, 40, 40, 3) and ds.images.dtype == np.uint8
+    assert ds.patch_size == 40 and ds.tile_size == (40, 40) and ds.scale_factor == 1.0
+    assert ds.size_counts == {"40 x 40": 18}
+    assert ds.resized == [] and ds.notes == []
     assert ds.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     assert ds.stems[:2] == ["tile_000", "tile_001"]
     assert ds.skipped == []
-    # 40 px tiles were resized, not rejected: the class colour survives.
-    assert abs(ds.images[ds.labels == 0].mean(axis=(0, 1, 2))[0] - 150) < 6
+    png = np.asarray(Image.open(tiles / CLASS_FOLDERS[0] / "tile_000.png").convert("RGB"))
+    assert np.array_equal(ds.images[0], png)  # pixel for pixel
     assert ds.class_colors[0] != ds.class_colors[1]
 
 
@@ -44,7 +48,7 @@ def test_zip_with_wrapper_folder_gives_the_same_data(tmp_path: Path):
     assert b.skipped == []  # __MACOSX and .DS_Store are ignored, not reported
 
 
-def test_other_sizes_and_modes_are_resized_to_the_patch_size(tmp_path: Path):
+def test_a_patch_size_resizes_every_tile_and_names_the_odd_ones(tmp_path: Path, caplog):
     root = make_tiles(tmp_path / "t", per_class=3)
     Image.new("RGBA", (300, 200), (10, 200, 30, 255)).save(root / CLASS_FOLDERS[0] / "big.png")
     Image.new("L", (150, 150), 77).save(root / CLASS_FOLDERS[1] / "gray.png")
@@ -53,6 +57,60 @@ def test_other_sizes_and_modes_are_resized_to_the_patch_size(tmp_path: Path):
     big = ds.images[ds.stems.index("big")]
     assert big[32, 32].tolist() == [10, 200, 30]
     assert ds.images[ds.stems.index("gray")][5, 5].tolist() == [77, 77, 77]
+    # The scale is that of the 40 px tiles, most of them: 40 of their pixels per 64.
+    assert ds.tile_size == (40, 40) and ds.scale_factor == pytest.approx(40 / 64)
+    assert ds.size_counts == {"40 x 40": 9, "300 x 200": 1, "150 x 150": 1}
+    assert len(ds.resized) == 11
+    odd, every = ds.notes
+    assert odd.startswith("2 of the 11 tiles differ from the 40 x 40 px of the others")
+    assert "01_TUMOR/big.png (300 x 200 px), 02_STROMA/gray.png (150 x 150 px)" in odd
+    assert every == "the 40 x 40 px tiles were resized to 64 x 64 px (the patch size chosen)"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("big.png (300 x 200 px)" in w for w in warnings)
+
+
+def _odd_tiles(root: Path) -> Path:
+    """40 px tiles, plus one 48 px and one 64 px tile in two classes."""
+    make_tiles(root, per_class=4)
+    Image.new("RGB", (48, 48), (150, 40, 110)).save(root / CLASS_FOLDERS[0] / "odd_a.png")
+    Image.new("RGB", (64, 64), (235, 150, 190)).save(root / CLASS_FOLDERS[1] / "odd_b.png")
+    return root
+
+
+def test_tiles_of_mixed_sizes_are_refused_naming_them(tmp_path: Path):
+    root = _odd_tiles(tmp_path / "mixed")
+    archive = zip_folder(root, tmp_path / "mixed.zip")
+    for source in (root, archive):
+        with pytest.raises(DatasetError) as caught:
+            load_tiles(source)
+        message = str(caught.value)
+        assert "not all one size: 2 of 14 differ from the 40 x 40 px of the others" in message
+        assert "01_TUMOR/odd_a.png (48 x 48 px), 02_STROMA/odd_b.png (64 x 64 px)" in message
+        assert "--patch-size N" in message and str(source) in message
+    # Beyond three, the rest are counted.
+    for i in range(3):
+        Image.new("RGB", (50, 50), "white").save(root / CLASS_FOLDERS[2] / f"odd_{i}.png")
+    with pytest.raises(
+        DatasetError, match=r"5 of 17 differ .*odd_b\.png \(64 x 64 px\), .* and 2 more"
+    ):
+        load_tiles(root)
+
+
+def test_non_square_tiles_are_refused_or_centre_cropped(tmp_path: Path):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    wide = np.zeros((40, 60, 3), dtype=np.uint8)
+    wide[:, 10:50] = (200, 30, 30)  # the centre square is red, the sides black
+    Image.fromarray(wide).save(root / CLASS_FOLDERS[2] / "wide.png")
+    with pytest.raises(
+        DatasetError,
+        match=r"1 of the 10 tiles in .* is not square, e\.g\. "
+        r"07_ADIPOSE/wide\.png \(60 x 40 px\)",
+    ):
+        load_tiles(root)
+    ds = load_tiles(root, size=40)
+    # Centre-cropped, not squashed: no black from the sides, the tissue keeps its shape.
+    assert (ds.images[ds.stems.index("wide")] == (200, 30, 30)).all()
+    assert [Path(p).name for p in ds.resized] == ["wide.png"]
 
 
 def test_limit_per_class_is_a_seeded_subset(tmp_path: Path):

@@ -122,10 +122,12 @@ def test_two_processes_train_and_only_rank_zero_writes(ddp_run, tmp_path, capsys
     assert model.info.class_names == ["tumor", "stroma", "adipose"]
     assert model.info.metrics["test_accuracy"] == report["test_accuracy"]
 
-    # ... and rank 0's best model maps a slide: 3 x 2 patches in the class colours.
-    slide = np.zeros((300, 450, 3), dtype=np.uint8)
+    # ... and rank 0's best model maps a slide: 3 x 2 patches of its 32 px tiles' size
+    # in the class colours.
+    assert (model.info.patch_size, model.info.mpp) == (32, 0.495)
+    slide = np.zeros((64, 96, 3), dtype=np.uint8)
     for col, colour in enumerate(CLASS_COLORS):
-        slide[:, col * 150 : (col + 1) * 150] = colour
+        slide[:, col * 32 : (col + 1) * 32] = colour
     Image.fromarray(slide).save(tmp_path / "slide.png")
     maps = tmp_path / "maps"
     code = cli.main(
@@ -139,6 +141,8 @@ def test_two_processes_train_and_only_rank_zero_writes(ddp_run, tmp_path, capsys
             "--device",
             "cpu",
             "--no-skip-background",
+            "--stride",
+            "32",
             "--formats",
             "npz",
         ]
@@ -188,7 +192,12 @@ def test_sharded_epoch_does_the_single_process_arithmetic(ddp_run, train_data):
     )
     rows = torch.from_numpy(split.indices("train"))
     network = build_network(config.arch, tiles.num_classes)
-    info = ModelInfo(arch="resnet18", class_names=tiles.class_names, input_size=32)
+    info = ModelInfo(
+        arch="resnet18",
+        class_names=tiles.class_names,
+        input_size=32,
+        patch_size=tiles.patch_size,
+    )
     images, labels = torch.from_numpy(tiles.images), torch.from_numpy(tiles.labels)
     engine = Engine(config, network, info, torch.device("cpu"), images, labels, len(rows))
     assert steps_per_epoch(len(rows), config, PROCESSES) == 3

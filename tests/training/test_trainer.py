@@ -89,6 +89,14 @@ def test_short_run_writes_checkpoints_split_report_and_figures(trained):
     assert report["test_accuracy"] == report["test"]["accuracy"]
     assert report["timings"]["train_images_per_s"] > 0
     assert report["data"]["skipped"] == []
+    # No --mpp: the Kather scale is assumed, and the report says so.
+    assert report["config"]["mpp"] is None
+    assert report["scale"]["mpp_assumed"] and report["scale"]["mpp"] == 0.495
+    assert report["scale"]["patch_size"] == 32 and report["scale"]["tile_sizes"] == {"32 x 32": 75}
+    (note,) = report["notes"]
+    assert "scale was not given, so 0.495 µm/px (the Kather 2016 scale) was assumed" in note
+    assert "maps made with this model will be wrong in scale" in note
+    assert "µm/px" in (out / "report.json").read_text(encoding="utf-8")  # not \u00b5
     for png in ("curves.png", "confusion_matrix.png"):
         with Image.open(out / png) as image:
             assert image.format == "PNG" and image.width > 300
@@ -119,7 +127,9 @@ def test_best_model_loads_and_classifies_with_its_metadata(trained, train_data):
     result, _ = trained
     model = load_model(result.best_path)
     info = model.info
-    assert info.arch == "resnet18" and info.input_size == 32 and info.patch_size == 150
+    # The tiles' own size (32 px) at the assumed Kather scale.
+    assert info.arch == "resnet18" and info.input_size == 32
+    assert info.patch_size == 32 and info.mpp == 0.495
     assert info.class_names == ["tumor", "stroma", "adipose"]
     assert info.metrics["test_accuracy"] == result.test_metrics["accuracy"]
     assert info.metrics["epoch"] == result.best_epoch
@@ -167,7 +177,16 @@ def test_epochs_zero_only_writes_the_split(train_data, tmp_path, capsys, restore
     )
     assert [p.name for p in out.iterdir()] == ["split.csv"]
     assert len((out / "split.csv").read_text().splitlines()) == 61
-    assert "split (train 48, val 3, test 9) written to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "split (train 48, val 3, test 9) written to" in printed
+    # The last lines: the scale, and the note that it was assumed.
+    assert printed.splitlines()[-2:] == [
+        "patches: 32 px at 0.495 µm/px (15.84 µm); tiles at 0.495 µm/px (assumed)",
+        "note: The tiles' scale was not given, so 0.495 µm/px (the Kather 2016 scale) was "
+        "assumed: if they were scanned at another scale, maps made with this model will be "
+        "wrong in scale. Give their real scale (--mpp; in the app, Tile scale) and train "
+        "again.",
+    ]
 
 
 def test_cancel_then_resume_ends_like_an_uninterrupted_run(
@@ -209,6 +228,14 @@ def test_resume_refuses_other_settings_and_missing_checkpoint(trained, train_dat
     reference, _ = trained
     with pytest.raises(HistoViewerError, match=r"settings differ .*lr: 0\.001 -> 0\.01"):
         fit(_config(train_data, reference.out, lr=0.01), resume=True)
+    with pytest.raises(
+        HistoViewerError, match=r"settings differ .*mpp: not given \(0\.495 assumed\) -> 0\.25"
+    ):
+        fit(_config(train_data, reference.out, mpp=0.25), resume=True)
+    with pytest.raises(
+        HistoViewerError, match=r"settings differ .*patch_size: the tiles' own size -> 64"
+    ):
+        fit(_config(train_data, reference.out, patch_size=64), resume=True)
     with pytest.raises(HistoViewerError, match="does not exist"):
         fit(_config(train_data, tmp_path / "empty"), resume=True)
 
@@ -228,10 +255,11 @@ def test_cli_evaluate_and_map_with_the_best_model(
     assert "macro F1" in text and "confusion matrix" in text and "adipose" in text
     assert "(75 images)" in text
 
-    # The trained model maps a slide: 3 x 2 patches of 150 px in the class colours.
-    slide = np.zeros((300, 450, 3), dtype=np.uint8)
+    # The trained model maps a slide: 3 x 2 patches of 32 px (its tiles' size at the
+    # same 0.495 um/px) in the class colours.
+    slide = np.zeros((64, 96, 3), dtype=np.uint8)
     for col, colour in enumerate(CLASS_COLORS):
-        slide[:, col * 150 : (col + 1) * 150] = colour
+        slide[:, col * 32 : (col + 1) * 32] = colour
     Image.fromarray(slide).save(tmp_path / "slide.png")
     maps = tmp_path / "maps"
     assert (
@@ -246,6 +274,8 @@ def test_cli_evaluate_and_map_with_the_best_model(
                 "--device",
                 "cpu",
                 "--no-skip-background",
+                "--stride",
+                "32",
                 "--formats",
                 "npz",
             ]
