@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -11,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from histoviewer.errors import SlideError
+
+log = logging.getLogger(__name__)
 
 # A region larger than this is a caller's bug (it would need gigabytes), not a
 # request a viewer or the mapper ever makes.
@@ -25,7 +29,8 @@ class SlideReader:
     Subclasses set the attributes in ``__init__`` and implement
     :meth:`_read` (an in-bounds region) and, if they hold resources,
     :meth:`_close`. All public methods are safe to call from several threads
-    at once.
+    at once, :meth:`close` included: it waits for reads in progress, so
+    :meth:`_close` never frees what a :meth:`_read` is still using.
 
     Attributes:
         path: the file, or ``None`` for in-memory slides.
@@ -36,6 +41,7 @@ class SlideReader:
         mpp_source: where ``mpp`` came from ("Aperio MPP", "OME PhysicalSizeX",
             "NDPI/TIFF resolution", "image resolution", "OpenSlide MPP",
             "given", or "assumed" when it is the 0.495 default).
+        mpp_note: why the scale is assumed ("its file records no scale"), else "".
     """
 
     path: Path | None = None
@@ -44,7 +50,21 @@ class SlideReader:
     level_downsamples: tuple[float, ...] = ()
     mpp: float = 0.495
     mpp_source: str = "assumed"
-    _closed: bool = False
+    mpp_note: str = ""
+    _lifetime: threading.Condition
+    _readers: int
+    _closed: bool
+    _released: bool
+
+    def __new__(cls, *args: object, **kwargs: object) -> SlideReader:
+        # Set up here rather than in __init__, which subclasses need not call:
+        # every backend gets the lifetime bookkeeping without having to opt in.
+        reader = super().__new__(cls)
+        reader._lifetime = threading.Condition()
+        reader._readers = 0  # reads in progress
+        reader._closed = False  # no new reads once True
+        reader._released = False  # _close() has run
+        return reader
 
     # -- geometry -------------------------------------------------------------
 
@@ -56,6 +76,31 @@ class SlideReader:
     def dimensions(self) -> tuple[int, int]:
         """``(width, height)`` of level 0."""
         return self.level_dimensions[0]
+
+    def set_mpp(self, mpp: float, source: str) -> None:
+        """Use ``mpp`` (microns per level-0 pixel) as the slide's scale from now on.
+
+        For a scale a person knows better than the file (a missing or wrong value);
+        ``source`` says who gave it (e.g. ``mpp.GIVEN_CLI``). Overriding a value the
+        file does record, by more than 5 %, is logged as a warning. Raises
+        ValueError for a value no microscope scan has (outside 0.05-40 um/px).
+        """
+        from histoviewer.slide import mpp as mpp_
+
+        if not mpp_.plausible(mpp):
+            raise ValueError(
+                f"{mpp!r} um/px is not a plausible slide scale (expected 0.05 to 40 um/px)"
+            )
+        if self.mpp_source != mpp_.ASSUMED and abs(mpp / self.mpp - 1) > 0.05:
+            log.warning(
+                "%s: its file says %g um/px (%s); using %g um/px (%s) instead",
+                self._name(),
+                self.mpp,
+                self.mpp_source,
+                mpp,
+                source,
+            )
+        self.mpp, self.mpp_source, self.mpp_note = float(mpp), source, ""
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The smallest level that still has at least the detail of ``downsample``.
@@ -91,8 +136,20 @@ class SlideReader:
             raise ValueError(f"region size must not be negative, got {w} x {h}")
         if w * h > MAX_REGION_PIXELS:
             raise ValueError(f"region {w} x {h} is too large to read at once")
-        if self._closed:
-            raise SlideError(f"{self._name()} was closed and can no longer be read")
+        with self._lifetime:
+            if self._closed:
+                raise SlideError(f"{self._name()} was closed and can no longer be read")
+            self._readers += 1
+        try:
+            return self._read_counted(level, x, y, w, h)
+        finally:
+            with self._lifetime:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._lifetime.notify_all()
+
+    def _read_counted(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """``read_region`` once its arguments are checked and the read is counted."""
         width, height = self.level_dimensions[level]
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, width), min(y + h, height)
@@ -161,13 +218,30 @@ class SlideReader:
         }
 
     def close(self) -> None:
-        """Release the file; later reads raise :class:`SlideError`. Idempotent."""
-        if not self._closed:
+        """Release the file; later reads raise :class:`SlideError`. Idempotent.
+
+        Safe while other threads read: reads that have started finish first
+        (close blocks until then, a few milliseconds), reads that start later
+        raise the "was closed" :class:`SlideError`. When close returns, the
+        file is released. Never call it from inside a read of this reader.
+        """
+        with self._lifetime:
+            if self._closed:
+                while not self._released:  # another thread is closing it
+                    self._lifetime.wait()
+                return
             self._closed = True
+            while self._readers:
+                self._lifetime.wait()
+        try:
             self._close()
+        finally:
+            with self._lifetime:
+                self._released = True
+                self._lifetime.notify_all()
 
     def _close(self) -> None:
-        pass
+        """Free the backend's resources; called once, when no read is in progress."""
 
     def __enter__(self) -> SlideReader:
         return self

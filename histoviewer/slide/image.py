@@ -59,9 +59,9 @@ class ImageSlide(SlideReader):
         candidate = None
         if dpi and float(dpi[0]) > 0:
             candidate = 25400.0 / float(dpi[0])
-        self.mpp, self.mpp_source = mpp_.choose_mpp(
-            self.path, [(candidate, mpp_.IMAGE_RESOLUTION)] if candidate else []
-        )
+        candidates = [(candidate, mpp_.IMAGE_RESOLUTION)] if candidate else []
+        self.mpp, self.mpp_source = mpp_.choose_mpp(self.path, candidates)
+        self.mpp_note = mpp_.assumed_because(candidates)
 
     def _load(self) -> np.ndarray:
         with self._lock:

@@ -15,6 +15,10 @@ APERIO = "Aperio MPP"
 OME = "OME PhysicalSizeX"
 RESOLUTION = "NDPI/TIFF resolution"
 IMAGE_RESOLUTION = "image resolution"
+#: Scales a person gave, overriding the file's (SlideReader.set_mpp).
+GIVEN = "given"
+GIVEN_CLI = "given with --mpp"
+GIVEN_VIEWER = "set in the viewer"
 
 # A microscope scan lies between ~0.05 um/px (100x oil) and a few tens of um/px
 # (a low-power overview). Software defaults such as 72, 96 or 300 dpi give
@@ -68,15 +72,27 @@ def resolution_mpp(pixels_per_unit: float | None, unit: str | int | None) -> flo
 def choose_mpp(path: Path | None, candidates: list[tuple[float | None, str]]) -> tuple[float, str]:
     """The first plausible ``(mpp, source)`` candidate, else the assumed default.
 
-    Falling back logs a warning naming the file, because every size the user
-    sees (and the model's patch scale) then rests on a guess.
+    Falling back is logged (at info level: the map warnings, ``histoviewer info``
+    and the viewer's scale badge tell the user, with :func:`assumed_because`).
     """
     for value, source in candidates:
         if plausible(value):
             return float(value), source
-    found = [f"{v:g} um/px ({s})" for v, s in candidates if v is not None]
-    why = f"implausible value {', '.join(found)}" if found else "no scale in its metadata"
-    logger.warning(
-        "%s: %s; assuming %g um/px (the Kather 2016 scale)", path or "image", why, DEFAULT_MPP
+    logger.info(
+        "%s: %s; assuming %g um/px (the Kather 2016 scale)",
+        path or "image",
+        assumed_because(candidates),
+        DEFAULT_MPP,
     )
     return DEFAULT_MPP, ASSUMED
+
+
+def assumed_because(candidates: list[tuple[float | None, str]]) -> str:
+    """Why no candidate is usable ("" when one is): a fragment such as "its file records
+    no scale" or "its file's 352.778 µm/px (NDPI/TIFF resolution) is not plausible"."""
+    if any(plausible(value) for value, _ in candidates):
+        return ""
+    found = [f"{v:g} µm/px ({s})" for v, s in candidates if v is not None]
+    if not found:
+        return "its file records no scale"
+    return f"its file's {' and '.join(found)} {'is' if len(found) == 1 else 'are'} not plausible"

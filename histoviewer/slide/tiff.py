@@ -24,7 +24,7 @@ from histoviewer.slide.pixels import (
     PixelLayout,
     check_layout,
 )
-from histoviewer.slide.tiff_level import TiffLevel
+from histoviewer.slide.tiff_level import FileReader, TiffLevel, check_compression
 from histoviewer.slide.tilecache import TileCache
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class TiffSlide(SlideReader):
 
     def __init__(self, path: str | os.PathLike, *, cache_bytes: int = 48 * 2**20) -> None:
         self.path = Path(path)
-        self._io_lock = threading.Lock()
+        self._io_lock = threading.Lock()  # for reads where positional reads are missing
         self._cache = TileCache(cache_bytes)
         self._tif, self._handle = _open_tiff(self.path)
         try:
@@ -76,19 +76,20 @@ class TiffSlide(SlideReader):
         if len(level_series) == 1 and not (tif.is_svs or tif.is_ndpi or tif.is_ome):
             level_series += _loose_levels(main, series)
         file_size = os.path.getsize(self.path)
+        reader = FileReader(tif.filehandle, self._io_lock)
         self._levels: list[TiffLevel] = []
         for index, level in enumerate(level_series):
             page = level.keyframe
             if not isinstance(page, tifffile.TiffPage) or 0 in (page.imagewidth, page.imagelength):
                 break
+            check_compression(self.path, page)
             self._levels.append(
                 TiffLevel(
                     path=self.path,
                     index=index,
                     page=page,
                     layout=self._layout(page),
-                    fh=tif.filehandle,
-                    io_lock=self._io_lock,
+                    reader=reader,
                     cache=self._cache,
                     file_size=file_size,
                     byteorder=tif.byteorder,
@@ -99,7 +100,9 @@ class TiffSlide(SlideReader):
         self.level_dimensions = tuple((lv.width, lv.height) for lv in self._levels)
         self.level_downsamples = self._downsamples_from_dimensions()
         self.format_name = self._format_name()
-        self.mpp, self.mpp_source = mpp_.choose_mpp(self.path, self._mpp_candidates())
+        candidates = self._mpp_candidates()
+        self.mpp, self.mpp_source = mpp_.choose_mpp(self.path, candidates)
+        self.mpp_note = mpp_.assumed_because(candidates)
 
     def _layout(self, page: tifffile.TiffPage) -> PixelLayout:
         """How ``page``'s decoded pixels must be turned into RGB, or SlideError."""
@@ -204,9 +207,10 @@ class TiffSlide(SlideReader):
         return self._levels[level].read(x0, y0, x1, y1)
 
     @property
-    def memory_mapped(self) -> bool:
-        """Whether level 0 is read straight from a memory map (uncompressed, contiguous)."""
-        return self._levels[0].memory_mapped
+    def contiguous_uncompressed(self) -> bool:
+        """Whether level 0 is stored uncompressed in one run and read straight from the
+        file by offset, with no decoding (e.g. the CRC-Prim-HE strip TIFFs)."""
+        return self._levels[0].contiguous_uncompressed
 
     @property
     def cache(self) -> TileCache:
@@ -214,11 +218,8 @@ class TiffSlide(SlideReader):
         return self._cache
 
     def _close(self) -> None:
-        for level in self._levels:
-            level.close()
         self._cache.clear()
-        with self._io_lock:
-            self._close_file()
+        self._close_file()
 
     def _close_file(self) -> None:
         self._tif.close()

@@ -1,14 +1,21 @@
-"""Pixel access to one TIFF page (one pyramid level), tile by tile.
+"""Pixel access to one TIFF page (one pyramid level).
 
-Only the tiles or strips a region touches are read: their bytes under the
-reader's I/O lock, their decoding outside it, so several threads decode at
-once. Uncompressed contiguous images (such as the Kather CRC-Prim-HE strip
-TIFFs) are memory-mapped instead and sliced directly.
+Compressed pages are read tile by tile (or strip by strip): only the segments
+a region touches, their bytes with positional reads, their decoding outside any
+lock so that several threads decode at once, and the decoded tiles kept in the
+slide's :class:`TileCache`. Uncompressed contiguous images (such as the Kather
+CRC-Prim-HE strip TIFFs) need no decoding and are read straight from the file
+by offset.
+
+Nothing is memory-mapped: a mapped file that shrinks while open (another file
+copied over it) kills the whole process with SIGBUS, which Python cannot catch,
+whereas a read that comes up short is an ordinary :class:`SlideError`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,9 +31,104 @@ from histoviewer.slide.tilecache import TileCache
 # read piecewise (e.g. a whole gigapixel image compressed as one strip).
 MAX_SEGMENT_BYTES = 2**30
 
+# How an uncompressed contiguous image is read (measured on a 5000 px wide
+# strip TIFF; one positional read costs about as much as copying 16 KB):
+# - a region spanning at least 1 / _BAND_WASTE of the width (a mapping row
+#   band, a viewer tile of a small level) is one read of the rows it spans;
+_BAND_WASTE = 4
+# - a narrower region reads blocks of whole rows of about this size, kept in
+#   the tile cache, so that neighbouring patches and tiles share them;
+_RAW_BLOCK_BYTES = 2**20
+# - unless rows are longer than this: then whole rows waste too much, and a
+#   narrow region is read row by row, only the columns it covers.
+_MAX_BLOCK_ROW_BYTES = 2**15
+
+_POSITIONAL_READS = hasattr(os, "pread") and hasattr(os, "preadv")
+_JPEG = {6, 7, 33007, 34892}
+_OJPEG = 6
+
+
+class FileReader:
+    """Reads the bytes at an offset of an open file, safely from any thread.
+
+    Uses positional reads (``os.pread`` / ``os.preadv``), which share no file
+    position and so need no lock; where the platform has none (Windows) it
+    seeks and reads under ``lock``. A read returns fewer bytes than asked only
+    where the file ends; OSError passes through.
+    """
+
+    def __init__(self, fh: Any, lock: threading.Lock) -> None:
+        self._fh = fh  # tifffile's FileHandle (or any file object at offset 0)
+        self._lock = lock
+        self._fd = fh.fileno() if _POSITIONAL_READS else None
+
+    def read(self, offset: int, count: int) -> bytes:
+        """Up to ``count`` bytes from ``offset``."""
+        if self._fd is None:
+            with self._lock:
+                self._fh.seek(offset)
+                return self._fh.read(count)
+        data = os.pread(self._fd, count, offset)
+        if 0 < len(data) < count:  # rare, e.g. interrupted: collect the rest
+            parts = [data]
+            while (done := sum(map(len, parts))) < count:
+                part = os.pread(self._fd, count - done, offset + done)
+                if not part:
+                    break
+                parts.append(part)
+            data = b"".join(parts)
+        return data
+
+    def readinto(self, buffer: memoryview, offset: int) -> int:
+        """Fill the writable byte buffer from ``offset``; the number of bytes read."""
+        size, done = buffer.nbytes, 0
+        if self._fd is None:
+            with self._lock:
+                self._fh.seek(offset)
+                while done < size and (got := self._fh.readinto(buffer[done:])):
+                    done += got
+            return done
+        while done < size and (got := os.preadv(self._fd, [buffer[done:]], offset + done)):
+            done += got
+        return done
+
+
+def check_compression(path: Path, page: tifffile.TiffPage) -> None:
+    """Raise :class:`SlideError` when ``page`` is stored in a way that cannot be decoded.
+
+    Catches, when the file is opened, what would otherwise fail on every read
+    (and look like damage): a codec tifffile or imagecodecs lacks, and chroma
+    subsampled YCbCr without JPEG. Old-style JPEG is probed by
+    :class:`TiffLevel`, since some such files do decode.
+    """
+    compression = int(page.compression)
+    name = _compression_name(page)
+    if compression != 1 and compression not in tifffile.TIFF.DECOMPRESSORS:
+        raise SlideError(
+            f"{path} cannot be opened: it uses unsupported compression {name}, which "
+            "tifffile and imagecodecs cannot decode"
+        )
+    if page.is_subsampled and (compression not in _JPEG or page.planarconfig == 2):
+        h, v = page.subsampling or (2, 2)
+        raise SlideError(
+            f"{path} cannot be opened: it uses unsupported compression {name} with "
+            f"{h} x {v} YCbCr chroma subsampling (only JPEG-compressed YCbCr may be "
+            "subsampled)"
+        )
+
+
+def _compression_name(page: tifffile.TiffPage) -> str:
+    return getattr(page.compression, "name", None) or str(int(page.compression))
+
 
 class TiffLevel:
-    """Reads in-bounds regions of one page as RGB uint8."""
+    """Reads in-bounds regions of one page as RGB uint8.
+
+    ``reader`` reads the file's bytes, ``cache`` is shared by all levels of
+    the slide, ``file_size`` is the size when the file was opened (image data
+    beyond it means the file is truncated) and ``byteorder`` the file's ("<"
+    or ">"). Raises :class:`SlideError` when the page cannot be read.
+    """
 
     def __init__(
         self,
@@ -35,8 +137,7 @@ class TiffLevel:
         index: int,
         page: tifffile.TiffPage,
         layout: PixelLayout,
-        fh: Any,
-        io_lock: threading.Lock,
+        reader: FileReader,
         cache: TileCache,
         file_size: int,
         byteorder: str,
@@ -47,11 +148,10 @@ class TiffLevel:
         self.width = int(page.imagewidth)
         self.height = int(page.imagelength)
         self.tiled = bool(page.is_tiled)
-        self._fh = fh
-        self._io_lock = io_lock
+        self._reader = reader
         self._cache = cache
-        self._memmap: np.ndarray | None = None
-        samples = int(page.samplesperpixel)
+        self._ojpeg = int(page.compression) == _OJPEG
+        self._samples = samples = int(page.samplesperpixel)
         self._planes = samples if page.planarconfig == 2 and samples > 1 else 1
         if self.tiled:
             self._tw, self._th = int(page.tilewidth), int(page.tilelength)
@@ -63,12 +163,10 @@ class TiffLevel:
         self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
         self._counts = np.asarray(page.databytecounts, dtype=np.int64)
         self._check_extent(file_size)
-        if self._can_memmap(page):
-            dtype = np.dtype(page.dtype).newbyteorder(byteorder)
-            shape = (self.height, self.width, samples)
-            self._memmap = np.memmap(
-                path, dtype=dtype, mode="r", offset=int(self._offsets[0]), shape=shape
-            )
+        # Set for uncompressed contiguous pages, read by offset without decoding.
+        self._raw_dtype: np.dtype | None = None
+        if self._is_raw(page):
+            self._setup_raw(page, file_size, byteorder)
             return
         if self._tw * self._th * samples * page.dtype.itemsize > MAX_SEGMENT_BYTES:
             raise SlideError(
@@ -78,10 +176,19 @@ class TiffLevel:
         page.init_decode()  # decode is a lazily built closure: build it on this thread
         self._decode = page.decode
         self._jpeg = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
+        try:
+            self._decode(None, 0, **self._jpeg)  # raises at once if it cannot decode
+        except (ValueError, NotImplementedError) as exc:
+            raise SlideError(
+                f"{path} cannot be opened: the pixels of level {index} cannot be decoded ({exc})"
+            ) from None
+        if self._ojpeg:
+            self._probe_ojpeg()
 
     @property
-    def memory_mapped(self) -> bool:
-        return self._memmap is not None
+    def contiguous_uncompressed(self) -> bool:
+        """Whether the pixels are read straight from the file (no decoding)."""
+        return self._raw_dtype is not None
 
     def _check_extent(self, file_size: int) -> None:
         expected = self._planes * self._across * self._down
@@ -92,13 +199,15 @@ class TiffLevel:
             )
         ends = self._offsets + self._counts
         if ends.size and int(ends.max()) > file_size:
-            raise SlideError(
-                f"{self.path} is damaged: it is truncated (its image data runs to byte "
-                f"{int(ends.max())} but the file has {file_size} bytes); was a copy or "
-                "download interrupted?"
-            )
+            raise self._cut_short(int(ends.max()), file_size)
 
-    def _can_memmap(self, page: tifffile.TiffPage) -> bool:
+    def _cut_short(self, end: int, file_size: int) -> SlideError:
+        return SlideError(
+            f"{self.path} is damaged: it is truncated (its image data runs to byte "
+            f"{end} but the file has {file_size} bytes); was a copy or download interrupted?"
+        )
+
+    def _is_raw(self, page: tifffile.TiffPage) -> bool:
         return bool(
             page.is_contiguous
             and page.fillorder == 1
@@ -109,19 +218,54 @@ class TiffLevel:
             and page.dtype.kind == "u"
         )
 
-    def close(self) -> None:
-        self._memmap = None
+    def _setup_raw(self, page: tifffile.TiffPage, file_size: int, byteorder: str) -> None:
+        """Treat the image as strips of whole rows at computed offsets (see module notes)."""
+        self._raw_dtype = np.dtype(page.dtype).newbyteorder(byteorder)
+        self._pixel_bytes = self._samples * self._raw_dtype.itemsize
+        self._row_bytes = self.width * self._pixel_bytes
+        self._raw_offset = int(self._offsets[0])
+        size = self.height * self._row_bytes
+        # A single strip can claim more pixels than its bytes hold: trust neither.
+        if int(self._counts.sum()) < size:
+            raise SlideError(
+                f"{self.path} is damaged: level {self.index} is {self.width} x {self.height} "
+                f"pixels ({size} bytes uncompressed) but its strips hold only "
+                f"{int(self._counts.sum())} bytes"
+            )
+        if self._raw_offset + size > file_size:
+            raise self._cut_short(self._raw_offset + size, file_size)
+        rows = max(1, _RAW_BLOCK_BYTES // self._row_bytes)
+        self._tw, self._th = self.width, rows
+        self._across, self._down = 1, math.ceil(self.height / rows)
+        tops = np.arange(self._down, dtype=np.int64) * rows
+        self._offsets = self._raw_offset + tops * self._row_bytes
+        self._counts = np.minimum(rows, self.height - tops) * self._row_bytes
+
+    def _probe_ojpeg(self) -> None:
+        """Old-style JPEG decodes only where its strips are whole JPEG streams: try one."""
+        filled = np.flatnonzero((self._offsets > 0) & (self._counts > 0))
+        if not filled.size:
+            return
+        segment = int(filled[0])
+        data = self._read_bytes_of([segment])[segment]
+        try:
+            self._decode(data, segment, **self._jpeg)
+        except Exception as exc:  # codecs raise many types
+            raise SlideError(
+                f"{self.path} cannot be opened: it uses unsupported compression OJPEG "
+                f"(old-style JPEG, TIFF compression 6; {type(exc).__name__}: "
+                f"{str(exc)[:120]}); re-save it with current JPEG compression first"
+            ) from None
 
     # -- reading ---------------------------------------------------------------
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The region [x0, x1) x [y0, y1), which lies inside the level."""
-        if self._memmap is not None:
-            try:
-                raw = np.array(self._memmap[y0:y1, x0:x1])
-            except OSError as exc:  # the file changed or vanished under the map
-                raise SlideError(f"{self.path} could not be read: {exc.strerror}") from None
-            return self.layout.to_rgb(raw)
+        if self._raw_dtype is not None:
+            if (x1 - x0) * _BAND_WASTE >= self.width:
+                return self.layout.to_rgb(self._read_rows(x0, y0, x1, y1))
+            if self._row_bytes > _MAX_BLOCK_ROW_BYTES:
+                return self.layout.to_rgb(self._read_row_by_row(x0, y0, x1, y1))
         tw, th = self._tw, self._th
         cols = range(x0 // tw, (x1 - 1) // tw + 1)
         rows = range(y0 // th, (y1 - 1) // th + 1)
@@ -139,6 +283,43 @@ class TiffLevel:
             ]
         return out
 
+    def _read_rows(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Raw pixels of the region, from one read of all the bytes it spans."""
+        h = y1 - y0
+        buffer = np.empty(h * self._row_bytes, np.uint8)
+        start = x0 * self._pixel_bytes  # from the region's first pixel to its last
+        stop = (h - 1) * self._row_bytes + x1 * self._pixel_bytes
+        self._fill(memoryview(buffer)[start:stop], self._raw_offset + y0 * self._row_bytes + start)
+        rows = buffer.view(self._raw_dtype).reshape(h, self.width, self._samples)
+        return rows[:, x0:x1]
+
+    def _read_row_by_row(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """Raw pixels of the region, one read per row of only the columns it covers."""
+        out = np.empty((y1 - y0, (x1 - x0) * self._pixel_bytes), np.uint8)
+        first = self._raw_offset + y0 * self._row_bytes + x0 * self._pixel_bytes
+        for i, row in enumerate(out):
+            self._fill(memoryview(row), first + i * self._row_bytes)
+        return out.view(self._raw_dtype).reshape(y1 - y0, x1 - x0, self._samples)
+
+    def _fill(self, buffer: memoryview, offset: int) -> None:
+        try:
+            got = self._reader.readinto(buffer, offset)
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc) from None
+        if got < buffer.nbytes:
+            raise self._truncated(offset + buffer.nbytes, offset + got)
+
+    def _unreadable(self, exc: Exception) -> SlideError:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return SlideError(f"{self.path} could not be read: {why}")
+
+    def _truncated(self, needed: int, end: int) -> SlideError:
+        return SlideError(
+            f"{self.path} is damaged: it is truncated (level {self.index}'s pixels run to "
+            f"byte {needed} but the file now ends at byte {end}); was it overwritten while "
+            "open, or is a copy still running?"
+        )
+
     def _tiles(self, positions: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
         """Decoded RGB tiles (cropped to the image) at (column, row) positions."""
         found: dict[tuple[int, int], np.ndarray] = {}
@@ -151,7 +332,9 @@ class TiffLevel:
                 found[pos] = tile
         if not missing:
             return found
-        raw = self._read_bytes(missing)
+        raw = self._read_bytes_of(
+            [self._segment(pos, p) for pos in missing for p in range(self._planes)]
+        )
         for pos in missing:
             tile = self._decode_tile(pos, raw)
             self._cache.put((self.index, pos), tile)
@@ -162,33 +345,32 @@ class TiffLevel:
         c, r = pos
         return (plane * self._down + r) * self._across + c
 
-    def _read_bytes(self, positions: list[tuple[int, int]]) -> dict[int, bytes | None]:
-        """The stored bytes of every segment of ``positions`` (None = empty segment)."""
-        segments = sorted(
-            (self._segment(pos, p) for pos in positions for p in range(self._planes)),
-            key=lambda s: self._offsets[s],
-        )
+    def _read_bytes_of(self, segments: list[int]) -> dict[int, bytes | None]:
+        """The stored bytes of ``segments`` (None = an empty segment), in file order."""
         out: dict[int, bytes | None] = {}
-        with self._io_lock:  # seek + read must not interleave between threads
-            for s in segments:
-                offset, count = int(self._offsets[s]), int(self._counts[s])
-                if offset <= 0 or count <= 0:
-                    out[s] = None
-                    continue
-                try:
-                    self._fh.seek(offset)
-                    data = self._fh.read(count)
-                except (OSError, ValueError) as exc:
-                    raise SlideError(f"{self.path} could not be read: {exc}") from None
-                if len(data) != count:
-                    raise self._damaged(s, "the file ends early")
-                out[s] = data
+        for s in sorted(segments, key=lambda s: self._offsets[s]):
+            offset, count = int(self._offsets[s]), int(self._counts[s])
+            if offset <= 0 or count <= 0:
+                out[s] = None
+                continue
+            try:
+                data = self._reader.read(offset, count)
+            except (OSError, ValueError) as exc:
+                raise self._unreadable(exc) from None
+            if len(data) != count:
+                raise self._truncated(offset + count, offset + len(data))
+            out[s] = data
         return out
 
     def _decode_tile(self, pos: tuple[int, int], raw: dict[int, bytes | None]) -> np.ndarray:
         c, r = pos
         h = min(self._th, self.height - r * self._th)
         w = min(self._tw, self.width - c * self._tw)
+        if self._raw_dtype is not None:  # a block of whole rows of a contiguous image
+            data = raw[self._segment(pos, 0)]
+            assert data is not None  # computed offsets are never empty
+            block = np.frombuffer(data, self._raw_dtype).reshape(h, w, self._samples)
+            return self.layout.to_rgb(block)
         planes = []
         for p in range(self._planes):
             s = self._segment(pos, p)
@@ -208,6 +390,12 @@ class TiffLevel:
 
     def _damaged(self, segment: int, why: str) -> SlideError:
         kind = "tile" if self.tiled else "strip"
+        if self._ojpeg:
+            return SlideError(
+                f"{self.path} cannot be read: {kind} {segment} of level {self.index} uses "
+                f"unsupported compression OJPEG (old-style JPEG) and cannot be decoded "
+                f"({why[:200]})"
+            )
         return SlideError(
             f"{self.path} is damaged: {kind} {segment} of level {self.index} cannot be "
             f"read ({why[:200]})"

@@ -13,3 +13,25 @@ def box_reduce(image: np.ndarray, ds: int) -> np.ndarray:
 
 def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(float) - b.astype(float)).mean())
+
+
+def set_tag(path, name: str, *values: int, page: int = 0) -> None:
+    """Overwrite the values of an existing SHORT / LONG / LONG8 tag in place.
+
+    Makes the damaged and unusual files the tests need out of files tifffile
+    wrote: the tag keeps its type and count, so only values that fit may be given.
+    """
+    import struct
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[page].tags[name]
+        fmt = {3: "H", 4: "I", 16: "Q"}[int(tag.dtype)]
+        prefix = "<" if tif.byteorder == "<" else ">"
+        offset, count = tag.valueoffset, tag.count
+    if len(values) != count:
+        raise ValueError(f"{name} holds {count} values, got {len(values)}")
+    data = bytearray(path.read_bytes())
+    struct.pack_into(prefix + fmt * count, data, offset, *values)
+    path.write_bytes(bytes(data))

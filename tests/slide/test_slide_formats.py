@@ -1,7 +1,5 @@
 """Every supported layout opens with the right structure, scale and pixels."""
 
-import logging
-
 import imagecodecs
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ def test_strip_tiff_like_crc_prim_he(tmp_path, he_image):
         assert slide.level_downsamples == (1.0,)
         assert slide.mpp == pytest.approx(0.495, abs=1e-4)
         assert slide.mpp_source == "NDPI/TIFF resolution"
-        assert slide.memory_mapped
+        assert slide.contiguous_uncompressed
         np.testing.assert_array_equal(slide.read_region(0, 0, 0, 300, 220), he_image)
         np.testing.assert_array_equal(
             slide.read_region(0, 17, 31, 150, 150), he_image[31:181, 17:167]
@@ -38,7 +36,7 @@ def test_lossless_tiled_pyramid(tmp_path, he_image, layout):
         # Halved until a level fits in one 64 px tile; sizes round up.
         assert slide.level_dimensions == ((300, 220), (150, 110), (75, 55), (38, 28))
         assert slide.level_downsamples[:3] == pytest.approx((1.0, 2.0, 4.0))
-        assert not slide.memory_mapped
+        assert not slide.contiguous_uncompressed
         # A region spanning several tiles, at an odd offset, must be exact.
         np.testing.assert_array_equal(
             slide.read_region(0, 50, 40, 150, 150), he_image[40:190, 50:200]
@@ -165,17 +163,18 @@ def test_png_and_jpeg(tmp_path, he_image):
         assert mean_abs_error(slide.read_region(0, 0, 0, 300, 220), he_image) < 3.0
 
 
-def test_unknown_scale_is_assumed_with_a_warning(tmp_path, he_image, caplog):
+def test_unknown_scale_is_assumed_and_says_why(tmp_path, he_image):
     path = tmp_path / "no_scale.tif"
     tifffile.imwrite(path, he_image, photometric="rgb", resolution=(72, 72), resolutionunit=2)
-    with caplog.at_level(logging.WARNING, logger="histoviewer.slide"):
-        slide = open_slide(path)
-    with slide:
+    with open_slide(path) as slide:
         assert slide.mpp == 0.495
         assert slide.mpp_source == "assumed"
-    assert any(
-        "no_scale.tif" in r.getMessage() and "assum" in r.getMessage() for r in caplog.records
-    )
+        # 72 dpi is a software default, not a scan: 352.8 um/px.
+        assert slide.mpp_note == "its file's 352.778 µm/px (NDPI/TIFF resolution) is not plausible"
+    bare = tmp_path / "bare.png"
+    Image.fromarray(he_image).save(bare)
+    with open_slide(bare) as slide:
+        assert (slide.mpp_source, slide.mpp_note) == ("assumed", "its file records no scale")
 
 
 def test_resolution_in_inches(tmp_path, he_image):

@@ -104,28 +104,28 @@ def test_gigapixel_tiled_slide_reads_only_touched_tiles(tmp_path):
     assert elapsed < 2.0
 
 
-def test_kather_sized_strip_tiff_is_memory_mapped(tmp_path):
-    """A 5000 x 5000 uncompressed strip TIFF like CRC-Prim-HE opens and reads at once."""
+def test_kather_sized_strip_tiff_is_read_in_pieces(tmp_path):
+    """A 5000 x 5000 uncompressed strip TIFF like CRC-Prim-HE: patches and row bands
+    are read straight from the file, never the 75 MB image at once."""
     block = syn.synthetic_he(500, 500, seed=2)
     image = np.tile(block, (10, 10, 1))
     path = syn.write_strip_tiff(tmp_path / "CRC-Prim-HE-02-APPLICATION.tif", image)
     tracemalloc.start()
-    start = time.perf_counter()
     with open_slide(path) as slide:
-        assert slide.format_name == "TIFF (strips)" and slide.memory_mapped
+        assert slide.format_name == "TIFF (strips)" and slide.contiguous_uncompressed
         assert slide.dimensions == (5000, 5000) and slide.mpp == 0.495
         patches = [
             slide.read_region(0, x, y, 150, 150) for x in range(0, 4850, 600) for y in (0, 4850)
         ]
-        elapsed = time.perf_counter() - start
+        band = slide.read_region(0, 0, 2000, 5000, 150)  # a mapping row band
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         np.testing.assert_array_equal(patches[-1], image[4850:, 4800:4950])
+        np.testing.assert_array_equal(band, image[2000:2150])
         np.testing.assert_array_equal(
             slide.read_region(0, 4990, 4990, 20, 20)[:10, :10], image[4990:, 4990:]
         )
-    assert peak < 8e6, f"peak {peak / 1e6:.0f} MB: the 75 MB image was loaded"
-    assert elapsed < 1.0
+    assert peak < 16e6, f"peak {peak / 1e6:.0f} MB: the 75 MB image was loaded"
 
 
 def test_generated_pyramid_is_written_tile_by_tile(tmp_path):

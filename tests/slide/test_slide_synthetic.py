@@ -77,9 +77,12 @@ def test_resolution_units():
     assert mpp_.unit_to_um(1, "parsec") is None
 
 
-def test_implausible_scales_fall_back_to_assumed(caplog):
-    assert mpp_.choose_mpp(None, [(352.8, "NDPI/TIFF resolution")]) == (0.495, "assumed")
-    assert "352.8" in caplog.text
+def test_implausible_scales_fall_back_to_assumed():
+    candidates = [(352.8, "NDPI/TIFF resolution")]
+    assert mpp_.choose_mpp(None, candidates) == (0.495, "assumed")
+    assert "352.8 µm/px" in mpp_.assumed_because(candidates)
+    assert mpp_.assumed_because([]) == "its file records no scale"
+    assert mpp_.assumed_because([(0.25, "OME PhysicalSizeX")]) == ""
     assert mpp_.choose_mpp(None, [(None, "Aperio MPP"), (0.25, "OME PhysicalSizeX")]) == (
         0.25,
         "OME PhysicalSizeX",
