@@ -193,7 +193,7 @@ class LegendPanel(QWidget):
             row[4].setText(f"{entry.share * 100:.1f} %")
             row[5].setText(format_area(entry.area_mm2))
         total = tmap.classified_count
-        parts = [f"{total:,} patches classified ({format_area(total * tmap.patch_area_mm2)})"]
+        parts = [f"{total:,} patches classified ({format_area(tmap.classified_area_mm2)})"]
         if tmap.background_count:
             parts.append(f"{tmap.background_count:,} background patches skipped")
         if tmap.pending_count:

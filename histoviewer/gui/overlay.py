@@ -1,12 +1,16 @@
 """The tissue-map overlay: one texture of class colours laid over the slide.
 
 The map is drawn as a single image with one pixel per patch, scaled by the
-view to the patch grid's extent in level-0 slide pixels, so a 100 000-patch map
-costs one draw call, not 100 000 items. Cell (row, col) covers the ``stride`` x
-``stride`` square centred on its patch, so overlapping grids tile without gaps.
+view to the patch grid's cells in level-0 slide pixels, so a 100 000-patch map
+costs a few draw calls, not 100 000 items. Cell (row, col) is the part of the slide
+its patch stands for (:mod:`histoviewer.mapping.grid`): the ``stride`` x ``stride``
+square centred on it, the outer cells reaching the slide's edges, so cells tile the
+slide without gaps and never overhang it.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
@@ -74,6 +78,7 @@ class MapOverlay(QGraphicsItem):
         self._visible: list[bool] = []
         self._shading = False
         self._rect = QRectF()
+        self._pieces: list[tuple[QRectF, QRectF]] = []
         self._image = QImage()
         self._rgba = np.zeros((0, 0, 4), dtype=np.uint8)
 
@@ -90,13 +95,9 @@ class MapOverlay(QGraphicsItem):
         else:
             if len(self._visible) != tmap.num_classes:
                 self._visible = [True] * tmap.num_classes
-            half_gap = (tmap.patch_size - tmap.stride) / 2
-            self._rect = QRectF(
-                tmap.origin[0] + half_gap,
-                tmap.origin[1] + half_gap,
-                tmap.cols * tmap.stride,
-                tmap.rows * tmap.stride,
-            )
+            ex, ey = tmap.cell_edges()
+            self._rect = QRectF(ex[0], ey[0], ex[-1] - ex[0], ey[-1] - ey[0])
+            self._pieces = _pieces(ex, ey)
         self.refresh()
 
     def set_class_visible(self, index: int, visible: bool) -> None:
@@ -147,4 +148,26 @@ class MapOverlay(QGraphicsItem):
             return
         # Crisp cells: each patch is one flat colour, smoothing would blur class borders.
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        painter.drawImage(self._rect, self._image)
+        for target, source in self._pieces:
+            painter.drawImage(target, self._image, source)
+
+
+def _pieces(ex: np.ndarray, ey: np.ndarray) -> list[tuple[QRectF, QRectF]]:
+    """(slide rectangle, texture rectangle) pairs that paint every cell where it lies.
+
+    Inner cells are all stride x stride, so one stretched piece draws them; the first
+    and last column and row are narrower or wider (they reach the slide's edges) and
+    get pieces of their own: at most 3 x 3 pieces.
+    """
+
+    def spans(edges: np.ndarray) -> list[tuple[int, int]]:
+        n = len(edges) - 1
+        cuts = sorted({0, min(1, n), max(n - 1, 0), n})
+        return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+    pieces = []
+    for r0, r1 in spans(ey):
+        for c0, c1 in spans(ex):
+            target = QRectF(ex[c0], ey[r0], ex[c1] - ex[c0], ey[r1] - ey[r0])
+            pieces.append((target, QRectF(c0, r0, c1 - c0, r1 - r0)))
+    return pieces

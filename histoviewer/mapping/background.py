@@ -14,6 +14,12 @@ inside a fat cell shows no tissue at all (about one in seven Kather ADIPOSE tile
 like glass); such a patch is still classified when its four neighbours are tissue.
 Grid borders count as background for that rule, so glass along the slide edge is
 skipped.
+
+A fluorescence scan is the other way round: its background is black and its tissue
+glows. When most of the thumbnail is black and bright glass does not outnumber dim
+glow (:func:`histoviewer.slide.stain.is_dark_background`, the test the stain check
+uses), a pixel is tissue when its brightest channel reaches
+:data:`~histoviewer.slide.stain.BLACK_LEVEL`; saturation means nothing there.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from histoviewer.slide.stain import BLACK_LEVEL, is_dark_background
 
 if TYPE_CHECKING:
     from histoviewer.mapping.grid import PatchGrid
@@ -43,10 +51,16 @@ _MAX_THUMBNAIL = 4096
 
 
 def tissue_mask(image: np.ndarray) -> np.ndarray:
-    """bool (H, W): True where an RGB uint8 image (H, W, 3) shows tissue, not glass."""
+    """bool (H, W): True where an RGB uint8 image (H, W, 3) shows tissue, not background.
+
+    Background is bright glass on a brightfield image and black on a dark-background
+    (fluorescence) image; the image as a whole decides which.
+    """
     rgb = np.asarray(image)[..., :3]
     # Max and min on uint8 first: no float copy of a (up to 4096 px) RGB thumbnail.
     vmax = rgb.max(axis=-1)
+    if is_dark_background(rgb):
+        return vmax >= BLACK_LEVEL
     vmin = rgb.min(axis=-1)
     sat = (vmax - vmin).astype(np.float32) / np.maximum(vmax, 1).astype(np.float32)
     threshold = min(max(otsu_threshold(sat), _SAT_MIN), _SAT_MAX)
@@ -95,8 +109,7 @@ def tissue_fractions(
     # Summed-area table: the tissue count of any box in O(1).
     table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
     table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
-    x0 = grid.origin[0] + np.arange(grid.cols) * grid.stride
-    y0 = grid.origin[1] + np.arange(grid.rows) * grid.stride
+    x0, y0 = grid.patch_starts()
     cx0, cx1 = _box_edges(x0, grid.patch_size, sx, mask.shape[1])
     cy0, cy1 = _box_edges(y0, grid.patch_size, sy, mask.shape[0])
     inside = (

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "HISTOVIEWER_CACHE_DIR"
 # Bump when the cache layout or the TissueMap file changes meaning.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: grids reach the slide's edges, patches at the model's scale
 
 
 def default_cache_dir() -> Path:
@@ -69,9 +69,11 @@ class MapKey:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def map_key(slide: Any, classifier: Any, stride: int, skip_background: bool) -> MapKey:
+def map_key(slide: Any, classifier: Any, stride: int | None, skip_background: bool) -> MapKey:
     """The key of the map ``map_slide(slide, classifier, stride=..., skip_background=...)``
-    would make (``slide`` a SlideReader, ``classifier`` a Classifier)."""
+    would make (``slide`` a SlideReader, ``classifier`` a Classifier; ``stride`` None:
+    the model's patch size)."""
+    stride = stride or classifier.info.patch_size
     return MapKey(slide_identity(slide), classifier.fingerprint, stride, skip_background)
 
 

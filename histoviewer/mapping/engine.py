@@ -89,7 +89,7 @@ def map_slide(
     slide,
     classifier: Classifier,
     *,
-    stride: int = 150,
+    stride: int | None = None,
     batch_size: int = 64,
     skip_background: bool = True,
     device: str | torch.device | None = None,
@@ -103,7 +103,7 @@ def map_slide(
 ) -> TissueMap:
     """Classify the patches of ``slide`` with ``classifier``; returns the TissueMap.
 
-    ``stride`` is in model pixels (150 = non-overlapping recipe grid). ``device``
+    ``stride`` is in model pixels (None: the model's patch size, no overlap). ``device``
     None uses the classifier's device; another device gets a private copy of the
     network (the classifier is left as it is). ``precision`` "auto" autocasts where
     the device has fast reduced precision, "fp32" never. With ``skip_background``

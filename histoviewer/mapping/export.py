@@ -1,15 +1,20 @@
 """Writing a TissueMap for other tools: GeoJSON (QuPath), CSV, PNG, NPZ and a summary.
 
 Every file is written atomically. Coordinates are level-0 pixels of the slide, origin
-at the top-left corner, as QuPath expects.
+at the top-left corner, as QuPath expects. Every file records the slide's scale and
+where it came from (read from the file, given by the user, or assumed), because every
+area and every patch position rests on it.
 
 What each format does with patches that were not classified:
 
-- GeoJSON: background (glass) and pending patches are left out. The file lists only
-  tissue that the model classified, so importing it into QuPath adds no thousands of
-  empty tiles, and a QuPath "count by class" equals :meth:`TissueMap.counts`.
-- CSV: one row per grid cell; background patches have class ``background`` and pending
-  ones (a cancelled map) ``pending``, both with empty probability cells.
+- GeoJSON: one square tile per classified patch, drawn as its cell (the part of the
+  slide the patch stands for; cells tile the slide without overlap, so QuPath's areas
+  add up). Background (glass) and pending patches are left out: importing it into
+  QuPath adds no thousands of empty tiles, and a QuPath "count by class" equals
+  :meth:`TissueMap.counts`.
+- CSV: ``#`` header lines (slide, scale, model, grid), then one row per grid cell with
+  the box of the patch the model saw; background patches have class ``background``
+  and pending ones (a cancelled map) ``pending``, both with empty probability cells.
 - PNG: background in a neutral light grey, pending cells white.
 - NPZ: the whole grid (NaN probabilities where not classified, ``state`` tells why).
 """
@@ -29,6 +34,7 @@ from PIL import Image
 
 from histoviewer.fileio import atomic_write_bytes, atomic_write_text
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, PENDING, TissueMap
+from histoviewer.slide.mpp import ASSUMED
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +94,22 @@ def probability_name(class_name: str) -> str:
 
 
 def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection as QuPath reads it: one square "tile" per classified patch.
+    """A GeoJSON FeatureCollection as QuPath reads it: one "tile" per classified patch.
 
-    Each feature's properties hold ``objectType: "tile"``, ``classification``
-    ({name, color [r, g, b]}) and ``measurements`` ({"<class> probability": p}).
+    Each tile is the patch's cell. Each feature's properties hold ``objectType:
+    "tile"``, ``classification`` ({name, color [r, g, b]}) and ``measurements``
+    ({"<class> probability": p}). The collection's foreign member ``histoviewer``
+    (which QuPath ignores) records the slide, its scale and source, the model and
+    the grid: :func:`provenance`.
     """
     labels = tmap.labels
+    ex, ey = (_coordinates(edges) for edges in tmap.cell_edges())
     features = []
     rows, cols = np.nonzero(tmap.state == CLASSIFIED)
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        x, y, w, h = tmap.patch_box(r, c)
+        x0, x1, y0, y1 = ex[c], ex[c + 1], ey[r], ey[r + 1]
         label = int(labels[r, c])
-        ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
         measurements = {
             probability_name(name): round(float(p), 6)
             for name, p in zip(tmap.class_names, tmap.probs[r, c], strict=True)
@@ -119,7 +129,42 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
                 },
             }
         )
-    return {"type": "FeatureCollection", "features": features}
+    return {"type": "FeatureCollection", "histoviewer": provenance(tmap), "features": features}
+
+
+def _coordinates(edges: np.ndarray) -> list[int | float]:
+    # Whole pixels stay integers (they nearly always are); halves where a cell edge
+    # falls between pixels.
+    return [int(v) if float(v).is_integer() else float(v) for v in edges.tolist()]
+
+
+def provenance(tmap: TissueMap) -> dict[str, Any]:
+    """What every export records about where a map came from: slide, scale, model, grid."""
+    slide = tmap.slide or {}
+    model = tmap.model or {}
+    return {
+        "slide": slide.get("path") or "",
+        "scale": scale_record(tmap),
+        "model": {
+            "name": model.get("name", ""),
+            "fingerprint": model.get("fingerprint", ""),
+            "patch_size_px": model.get("patch_size"),
+            "mpp": model.get("mpp"),
+        },
+        "grid": {
+            "rows": tmap.rows,
+            "cols": tmap.cols,
+            "patch_size_px": tmap.patch_size,
+            "stride_px": tmap.stride,
+            "stride_model_px": tmap.stride_model,
+        },
+    }
+
+
+def scale_record(tmap: TissueMap) -> dict[str, Any]:
+    """The slide's scale as the map used it: ``mpp``, ``source`` and ``assumed``."""
+    source = str((tmap.slide or {}).get("mpp_source") or "")
+    return {"mpp": tmap.mpp, "source": source, "assumed": source == ASSUMED}
 
 
 def export_geojson(tmap: TissueMap, path: str | Path) -> None:
@@ -128,12 +173,17 @@ def export_geojson(tmap: TissueMap, path: str | Path) -> None:
 
 
 def export_csv(tmap: TissueMap, path: str | Path) -> None:
-    """One row per patch: row, col, x, y, width, height, class, then one column per class.
+    """``#`` header lines, then one row per patch: row, col, x, y, width, height, class,
+    then one column per class.
 
-    Coordinates are the patch's level-0 box; probability cells are empty for
-    background and pending patches.
+    The header lines give the slide, its scale and where it came from, the model and
+    the grid (read the file with ``pandas.read_csv(path, comment="#")``).
+    Coordinates are the level-0 box of the patch the model saw; probability cells are
+    empty for background and pending patches.
     """
     buffer = io.StringIO()
+    for line in header_lines(tmap):
+        buffer.write(f"# {line}\n")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["row", "col", "x", "y", "width", "height", "class", *tmap.class_names])
     labels = tmap.labels
@@ -150,6 +200,34 @@ def export_csv(tmap: TissueMap, path: str | Path) -> None:
                 probs = empty
             writer.writerow([r, c, x, y, w, h, name, *probs])
     atomic_write_text(path, buffer.getvalue())
+
+
+def header_lines(tmap: TissueMap) -> list[str]:
+    """What the CSV's ``#`` lines say: slide, scale and source, model, grid."""
+    info = provenance(tmap)
+    scale = info["scale"]
+    model = info["model"]
+    grid = info["grid"]
+    source = scale["source"] or "unknown source"
+    lines = [
+        f"HistoViewer tissue map of {info['slide'] or 'an in-memory slide'}",
+        f"scale: {scale['mpp']:g} um/px ({source})"
+        + (
+            " - ASSUMED: no scale in the slide's metadata; areas and sizes rest on it"
+            if scale["assumed"]
+            else ""
+        ),
+        f"model: {model['name']} (fingerprint {str(model['fingerprint'])[:12]})"
+        + (
+            f", patches of {model['patch_size_px']} px at {model['mpp']:g} um/px"
+            if model["patch_size_px"] and model["mpp"]
+            else ""
+        ),
+        f"grid: {grid['rows']} x {grid['cols']} patches of {grid['patch_size_px']} px, "
+        f"stride {grid['stride_px']} px (level 0)",
+    ]
+    lines += [f"warning: {w['message']}" for w in tmap.warnings]
+    return lines
 
 
 def map_image(tmap: TissueMap) -> np.ndarray:
@@ -180,11 +258,11 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
 
     Arrays: ``probs`` (rows, cols, C) float32 NaN where not classified, ``state``
     (0 pending, 1 classified, 2 background), ``labels`` (-1 where not classified),
-    ``class_names``, ``x`` and ``y`` (level-0 top-left of each column / row),
+    ``class_names``, ``x`` and ``y`` (level-0 left / top edge of each column's / row's
+    patches, the last ones shifted inward to end at the slide's edge),
     ``metadata`` (JSON text). No pickled objects.
     """
-    x = tmap.origin[0] + np.arange(tmap.cols, dtype=np.int64) * tmap.stride
-    y = tmap.origin[1] + np.arange(tmap.rows, dtype=np.int64) * tmap.stride
+    x, y = tmap.patch_starts()
     extra = {
         "labels": tmap.labels,
         "class_names": np.array(tmap.class_names),
@@ -195,12 +273,17 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
 
 
 def summarize(tmap: TissueMap) -> dict[str, Any]:
-    """Class counts, fractions of the classified tissue and areas in mm2, plus provenance."""
+    """Class counts, fractions of the classified tissue and areas in mm2, plus provenance.
+
+    ``scale`` records the slide's um/px and where it came from (``assumed`` True when
+    nothing in the slide said it: every area then rests on a guess).
+    """
     counts = tmap.counts()
     fractions = tmap.fractions()
     areas = tmap.areas_mm2()
     return {
         "slide": tmap.slide,
+        "scale": scale_record(tmap),
         "model": tmap.model,
         "patches": tmap.rows * tmap.cols,
         "grid": {
@@ -216,7 +299,8 @@ def summarize(tmap: TissueMap) -> dict[str, Any]:
         "pending": tmap.pending_count,
         "complete": tmap.complete,
         "elapsed_s": round(tmap.elapsed, 3),
-        "tissue_area_mm2": round(tmap.classified_count * tmap.patch_area_mm2, 6),
+        "warnings": list(tmap.warnings),
+        "tissue_area_mm2": round(tmap.classified_area_mm2, 6),
         "classes": [
             {
                 "name": name,
@@ -254,8 +338,11 @@ __all__ = [
     "export_png",
     "export_summary",
     "geojson_dict",
+    "header_lines",
     "map_image",
     "parse_formats",
+    "provenance",
+    "scale_record",
     "summarize",
     "summary_line",
 ]

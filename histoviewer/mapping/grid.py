@@ -4,9 +4,17 @@ A model sees patches of ``info.patch_size`` pixels at ``info.mpp`` microns per p
 (150 px at 0.495 um/px in the recipe). On a slide of another resolution the patch
 covers the same microns, so its size in level-0 pixels is
 ``info.patch_size * info.mpp / slide.mpp``. It is read from the pyramid level closest
-to the model's resolution (never coarser), and the preprocessing resizes it to the
-network's input size. Only whole patches are used: the grid never runs past the
-slide's edge.
+to the model's resolution (never coarser), and the preprocessing brings it to the
+model's own patch scale before the network's input size.
+
+The grid covers the whole slide, edges included. Patches start every ``stride``
+pixels; the last column and row, which would run past the slide, are read shifted
+inward so that they end at the slide's edge: the network only ever sees real
+pixels, never padding. Each patch stands for a *cell*: the part of the slide
+nearer to its centre than to any other patch's (stride x stride inside the slide,
+the first and last cells reaching the slide's edges). Cells tile the slide without
+overlap or overhang, so areas add up to the slide's area, and they are what the
+overlay paints, what a click selects and what the GeoJSON export draws.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from histoviewer.errors import SlideError
 
 if TYPE_CHECKING:
@@ -22,14 +32,116 @@ if TYPE_CHECKING:
     from histoviewer.slide import SlideReader
 
 
+class GridLayout:
+    """The geometry a patch grid and a tissue map share (level-0 pixels).
+
+    Subclasses provide ``rows``, ``cols``, ``patch_size``, ``stride``, ``origin``
+    (level-0 position of the grid's top-left corner) and ``extent`` (width and height
+    of the area the grid covers from ``origin``; ``(0, 0)`` for maps written before
+    edges were mapped, whose grid ends with its last whole patch).
+    """
+
+    rows: int
+    cols: int
+    patch_size: int
+    stride: int
+    origin: tuple[int, int]
+    extent: tuple[int, int]
+
+    @property
+    def covered(self) -> tuple[int, int]:
+        """Width and height of the area the grid covers, from ``origin``."""
+        w, h = self.extent
+        if w > 0 and h > 0:
+            return int(w), int(h)
+        reach = self.patch_size - self.stride
+        return (self.cols * self.stride + reach, self.rows * self.stride + reach)
+
+    def patch_box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """(x, y, width, height) in level-0 pixels of the patch read for (row, col).
+
+        Patches of the last column and row are shifted inward to end at the edge.
+        """
+        w, h = self.covered
+        x = _start(col, self.stride, self.patch_size, w)
+        y = _start(row, self.stride, self.patch_size, h)
+        return (self.origin[0] + x, self.origin[1] + y, self.patch_size, self.patch_size)
+
+    def patch_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 level-0 left edges of the columns' patches and top edges of the rows'."""
+        w, h = self.covered
+        xs = [_start(c, self.stride, self.patch_size, w) for c in range(self.cols)]
+        ys = [_start(r, self.stride, self.patch_size, h) for r in range(self.rows)]
+        return (
+            self.origin[0] + np.asarray(xs, dtype=np.int64),
+            self.origin[1] + np.asarray(ys, dtype=np.int64),
+        )
+
+    def cell_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64 level-0 boundaries of the cells: ``cols + 1`` in x, ``rows + 1`` in y."""
+        w, h = self.covered
+        ex = _edges(self.cols, self.stride, self.patch_size, w) + self.origin[0]
+        ey = _edges(self.rows, self.stride, self.patch_size, h) + self.origin[1]
+        return ex, ey
+
+    def cell_box(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1): the level-0 area patch (row, col) stands for."""
+        ex, ey = self.cell_edges()
+        return float(ex[col]), float(ey[row]), float(ex[col + 1]), float(ey[row + 1])
+
+    def cell_areas(self) -> np.ndarray:
+        """float64 (rows, cols): each cell's area in level-0 pixels squared."""
+        ex, ey = self.cell_edges()
+        return np.outer(np.diff(ey), np.diff(ex))
+
+    def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """(row, col) of the cell holding level-0 point (x, y), or None outside the grid.
+
+        Where patches overlap this is the patch whose centre is nearest.
+        """
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
+        ex, ey = self.cell_edges()
+        if not (ex[0] <= x < ex[-1] and ey[0] <= y < ey[-1]):
+            return None
+        col = int(np.searchsorted(ex, x, side="right")) - 1
+        row = int(np.searchsorted(ey, y, side="right")) - 1
+        return min(row, self.rows - 1), min(col, self.cols - 1)
+
+
+def _start(index: int, stride: int, patch: int, length: int) -> int:
+    # The last patches are shifted inward so that they end at the edge.
+    return max(0, min(index * stride, length - patch))
+
+
+def _edges(count: int, stride: int, patch: int, length: int) -> np.ndarray:
+    # Between neighbours, halfway between their (unshifted) centres; the outer cells
+    # reach the edges of the covered area.
+    inner = np.arange(1, count, dtype=np.float64) * stride + (patch - stride) / 2
+    return np.clip(np.concatenate(([0.0], inner, [float(length)])), 0.0, float(length))
+
+
+def patches_across(length: int, patch: int, stride: int) -> int:
+    """How many patches cover ``length`` pixels (``length >= patch``).
+
+    With ``stride <= patch`` every pixel lies in some patch; with gaps (``stride >
+    patch``) every pixel lies in some cell. The last patch may be shifted inward.
+    """
+    # reach: how far past its start a patch's cell (or the patch) extends.
+    if stride <= patch:
+        return max(1, -(-(length - patch) // stride) + 1)
+    return max(1, -(-(2 * length - patch - stride) // (2 * stride)) + 1)
+
+
 @dataclass(frozen=True)
-class PatchGrid:
+class PatchGrid(GridLayout):
     """Geometry of a patch grid on one slide.
 
     ``patch_size`` and ``stride`` are in level-0 pixels; ``origin`` is the level-0
-    position of patch (0, 0). Patches are read from pyramid level ``level``
-    (downsample ``downsample``) as ``read_size`` x ``read_size`` regions of that
-    level. ``stride_model`` is the stride the user asked for, in model pixels.
+    position of patch (0, 0) and ``extent`` the size of the area covered (the slide).
+    Patches are read from pyramid level ``level`` (downsample ``downsample``) as
+    ``read_size`` x ``read_size`` regions of that level. ``stride_model`` is the
+    stride the user asked for, in model pixels.
     """
 
     rows: int
@@ -41,6 +153,7 @@ class PatchGrid:
     read_size: int = 0
     origin: tuple[int, int] = (0, 0)
     stride_model: int = 150
+    extent: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         if self.read_size == 0:
@@ -50,70 +163,22 @@ class PatchGrid:
     def count(self) -> int:
         return self.rows * self.cols
 
-    def patch_box(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """(x, y, width, height) of a patch in level-0 pixels."""
-        return patch_box(self.origin, self.patch_size, self.stride, row, col)
-
     def read_origin(self, row: int, col: int) -> tuple[int, int]:
         """Top-left corner of a patch in the pixels of ``level`` (what read_region takes)."""
         x, y, _, _ = self.patch_box(row, col)
         return round(x / self.downsample), round(y / self.downsample)
 
-    def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
-        """(row, col) of the patch containing level-0 point (x, y) whose centre is nearest.
 
-        None when no patch contains the point (outside the grid).
-        """
-        return patch_at(self.origin, self.patch_size, self.stride, self.rows, self.cols, x, y)
+def make_grid(slide: SlideReader, info: ModelInfo, stride: int | None = None) -> PatchGrid:
+    """The grid of patches of ``info``'s scale over the whole of ``slide``.
 
-
-def patch_box(
-    origin: tuple[int, int], patch_size: int, stride: int, row: int, col: int
-) -> tuple[int, int, int, int]:
-    """(x, y, width, height) in level-0 px of patch (row, col) of a grid."""
-    return (origin[0] + col * stride, origin[1] + row * stride, patch_size, patch_size)
-
-
-def patch_at(
-    origin: tuple[int, int],
-    patch_size: int,
-    stride: int,
-    rows: int,
-    cols: int,
-    x: float,
-    y: float,
-) -> tuple[int, int] | None:
-    """The patch holding level-0 point (x, y) with the nearest centre, or None.
-
-    With overlapping patches several contain the point; the squared distance to a
-    centre is separable in rows and columns, so the nearest one is found per axis.
+    ``stride`` is in model pixels (at ``info.mpp``): None (or the model's patch size,
+    150 for the recipe) gives non-overlapping patches, smaller values overlapping
+    patches, larger values gaps. Raises SlideError when the slide is smaller than one
+    patch.
     """
-    col = _nearest_index(x - origin[0], patch_size, stride, cols)
-    row = _nearest_index(y - origin[1], patch_size, stride, rows)
-    if row is None or col is None:
-        return None
-    return row, col
-
-
-def _nearest_index(pos: float, patch_size: int, stride: int, count: int) -> int | None:
-    # Patch i spans [i * stride, i * stride + patch_size).
-    if count <= 0 or not math.isfinite(pos):
-        return None
-    hi = min(math.floor(pos / stride), count - 1)
-    lo = max(math.floor((pos - patch_size) / stride) + 1, 0)
-    if lo > hi:
-        return None
-    best = round((pos - patch_size / 2) / stride)
-    return min(max(best, lo), hi)
-
-
-def make_grid(slide: SlideReader, info: ModelInfo, stride: int = 150) -> PatchGrid:
-    """The grid of whole patches of ``info``'s scale over ``slide``.
-
-    ``stride`` is in model pixels (at ``info.mpp``): 150 gives the recipe's
-    non-overlapping grid, smaller values overlapping patches, larger values gaps.
-    Raises SlideError when the slide is smaller than one patch.
-    """
+    if stride is None:
+        stride = info.patch_size
     if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
         raise ValueError(f"stride must be a positive whole number of pixels, not {stride!r}")
     scale = info.mpp / slide.mpp  # level-0 px per model px
@@ -128,8 +193,8 @@ def make_grid(slide: SlideReader, info: ModelInfo, stride: int = 150) -> PatchGr
             f"but one patch is {patch} x {patch} px "
             f"({info.patch_size * info.mpp:.0f} x {info.patch_size * info.mpp:.0f} um)"
         )
-    cols = (width - patch) // step + 1
-    rows = (height - patch) // step + 1
+    cols = patches_across(width, patch, step)
+    rows = patches_across(height, patch, step)
     level = slide.best_level_for_downsample(scale) if scale > 1 else 0
     downsample = float(slide.level_downsamples[level])
     read_size = max(1, round(patch / downsample))
@@ -143,4 +208,5 @@ def make_grid(slide: SlideReader, info: ModelInfo, stride: int = 150) -> PatchGr
         read_size=read_size,
         origin=(0, 0),
         stride_model=stride,
+        extent=(width, height),
     )

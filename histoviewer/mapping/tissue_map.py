@@ -23,7 +23,7 @@ import numpy as np
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_bytes
-from histoviewer.mapping.grid import PatchGrid, patch_at, patch_box
+from histoviewer.mapping.grid import GridLayout, PatchGrid
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,18 @@ class TissueMapError(HistoViewerError):
 
 
 @dataclass
-class TissueMap:
+class TissueMap(GridLayout):
     """Class probabilities over a patch grid.
 
     ``probs`` is float32 (rows, cols, C), NaN where not classified; ``state`` is uint8
-    (rows, cols). ``patch_size``, ``stride`` and ``origin`` are in level-0 pixels of the
-    slide, ``mpp`` its level-0 microns per pixel; ``stride_model`` is the stride in
-    model pixels. ``slide`` and ``model`` are JSON-safe identity dicts (the model's has
-    name, arch, fingerprint, input_size, patch_size, mpp). ``complete`` is False for a
+    (rows, cols). ``patch_size``, ``stride``, ``origin`` and ``extent`` (the area the
+    grid covers: the slide's size) are in level-0 pixels of the slide, ``mpp`` its
+    level-0 microns per pixel; ``stride_model`` is the stride in model pixels. The
+    geometry (patch boxes, cells, lookup) is that of
+    :class:`~histoviewer.mapping.grid.GridLayout`. ``slide`` and ``model`` are JSON-safe
+    identity dicts (the model's has name, arch, fingerprint, input_size, patch_size,
+    mpp). ``warnings`` lists the doubts found before mapping (``{"kind", "message"}``,
+    see :mod:`histoviewer.mapping.checks`). ``complete`` is False for a
     map whose mapping was cancelled.
     """
 
@@ -60,15 +64,18 @@ class TissueMap:
     mpp: float
     origin: tuple[int, int] = (0, 0)
     stride_model: int = 150
+    extent: tuple[int, int] = (0, 0)
     slide: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     elapsed: float = 0.0
     complete: bool = False
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.class_colors = [tuple(int(v) for v in c) for c in self.class_colors]
         self.class_names = [str(n) for n in self.class_names]
         self.origin = (int(self.origin[0]), int(self.origin[1]))
+        self.extent = (int(self.extent[0]), int(self.extent[1]))
 
     # --- construction -------------------------------------------------------------------
 
@@ -95,6 +102,7 @@ class TissueMap:
             mpp=float(mpp),
             origin=grid.origin,
             stride_model=grid.stride_model,
+            extent=grid.extent,
             slide=dict(slide or {}),
             model=dict(model or {}),
         )
@@ -112,14 +120,6 @@ class TissueMap:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def patch_box(self, row: int, col: int) -> tuple[int, int, int, int]:
-        """(x, y, width, height) of a patch in level-0 pixels."""
-        return patch_box(self.origin, self.patch_size, self.stride, row, col)
-
-    def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
-        """(row, col) of the patch under level-0 point (x, y) (nearest centre), or None."""
-        return patch_at(self.origin, self.patch_size, self.stride, self.rows, self.cols, x, y)
 
     # --- statistics ---------------------------------------------------------------------
 
@@ -156,21 +156,30 @@ class TissueMap:
         total = sum(counts.values())
         return {k: (v / total if total else 0.0) for k, v in counts.items()}
 
-    @property
-    def patch_area_mm2(self) -> float:
-        """Slide area one grid cell stands for: stride x stride level-0 pixels, in mm2.
+    def cell_areas_mm2(self) -> np.ndarray:
+        """float64 (rows, cols): the slide area each patch stands for, in mm2.
 
-        With the default non-overlapping grid this is the patch area; with overlapping
-        (or gapped) patches each patch stands for its share of the grid, so areas add
-        up to the mapped area instead of counting overlaps twice.
+        Cells tile the slide (see :mod:`histoviewer.mapping.grid`): with overlapping
+        or gapped patches each stands for its share of the grid, and cells at the
+        slide's edges count only what lies on the slide, so areas add up to the
+        mapped area instead of counting overlaps twice or glass past the edge.
         """
-        side_mm = self.stride * self.mpp / 1000.0
-        return side_mm * side_mm
+        mm_per_px = self.mpp / 1000.0
+        return self.cell_areas() * (mm_per_px * mm_per_px)
 
     def areas_mm2(self) -> dict[str, float]:
-        """Area per class in mm2 (classified patches x :attr:`patch_area_mm2`)."""
-        a = self.patch_area_mm2
-        return {k: v * a for k, v in self.counts().items()}
+        """Area per class in mm2: the summed cells of its classified patches."""
+        labels = self.labels
+        done = labels >= 0
+        sums = np.bincount(
+            labels[done].ravel(), weights=self.cell_areas_mm2()[done], minlength=self.num_classes
+        )
+        return {name: float(sums[i]) for i, name in enumerate(self.class_names)}
+
+    @property
+    def classified_area_mm2(self) -> float:
+        """Area of all classified (tissue) patches' cells in mm2."""
+        return float(self.cell_areas_mm2()[self.state == CLASSIFIED].sum())
 
     # --- files --------------------------------------------------------------------------
 
@@ -188,10 +197,12 @@ class TissueMap:
             "cols": self.cols,
             "mpp": float(self.mpp),
             "stride_model": int(self.stride_model),
+            "extent": list(self.extent),
             "slide": _json_safe(self.slide),
             "model": _json_safe(self.model),
             "elapsed": float(self.elapsed),
             "complete": bool(self.complete),
+            "warnings": _json_safe(self.warnings),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -267,10 +278,15 @@ class TissueMap:
                 mpp=float(meta["mpp"]),
                 origin=tuple(meta["origin"]),
                 stride_model=int(meta["stride_model"]),
+                extent=tuple(meta.get("extent") or (0, 0)),
                 slide=dict(meta.get("slide") or {}),
                 model=dict(meta.get("model") or {}),
                 elapsed=float(meta.get("elapsed", 0.0)),
                 complete=bool(meta.get("complete", False)),
+                warnings=[
+                    {"kind": str(w["kind"]), "message": str(w["message"])}
+                    for w in meta.get("warnings") or []
+                ],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TissueMapError(
@@ -285,6 +301,7 @@ class TissueMap:
             and np.isin(state, (PENDING, CLASSIFIED, BACKGROUND)).all()
             and tmap.patch_size > 0
             and tmap.stride > 0
+            and min(tmap.extent) >= 0
             and math.isfinite(tmap.mpp)
             and tmap.mpp > 0
         )

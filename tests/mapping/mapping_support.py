@@ -108,7 +108,7 @@ def sample_map() -> TissueMap:
         NAMES,
         COLORS,
         mpp=0.5,
-        slide={"path": "/x/slide.tif", "dimensions": [600, 450]},
+        slide={"path": "/x/slide.tif", "dimensions": [600, 450], "mpp_source": "given"},
         model={"name": "m", "arch": "resnet18", "fingerprint": "ab" * 32, "input_size": 32},
     )
     tmap.probs[0] = [0.7, 0.2, 0.1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -50,6 +51,16 @@ def test_map_equals_classifying_each_patch_by_hand(tissue_slide, classifier, str
     assert tmap.model["fingerprint"] == classifier.fingerprint
     assert tmap.slide == slide_identity(tissue_slide)
     assert tmap.stride_model == stride and tmap.stride == stride and tmap.elapsed > 0
+
+
+def test_the_default_stride_is_the_models_own_patch_size(tissue_slide):
+    # A model trained on 64 px tiles maps without gaps unless asked otherwise.
+    clf = tiny_classifier()
+    clf.info = dataclasses.replace(clf.info, patch_size=64)
+    tmap = map_slide(tissue_slide, clf, skip_background=False, precision="fp32")
+    assert (tmap.patch_size, tmap.stride, tmap.stride_model) == (64, 64, 64)
+    assert (tmap.rows, tmap.cols) == (-(-(450 - 64) // 64) + 1, -(-(600 - 64) // 64) + 1)
+    assert tmap.cell_areas().sum() == 450 * 600
 
 
 def test_finer_slide_is_read_from_the_matching_level():

@@ -62,7 +62,12 @@ def test_csv_has_a_row_per_patch_and_a_column_per_class(tmp_path):
     path = tmp_path / "m.csv"
     export_csv(tmap, path)
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+        lines = fh.read().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    assert header[0] == "# HistoViewer tissue map of /x/slide.tif"
+    assert header[1] == "# scale: 0.5 um/px (given)"
+    assert header[2].startswith("# model: m (fingerprint abababababab)")
+    rows = list(csv.reader(lines[len(header) :]))
     assert rows[0] == ["row", "col", "x", "y", "width", "height", "class", *NAMES]
     body = rows[1:]
     assert len(body) == tmap.rows * tmap.cols
@@ -141,3 +146,50 @@ def test_parse_formats():
         parse_formats("png,tiff")
     with pytest.raises(ValueError, match="no export format"):
         parse_formats(" , ")
+
+
+def _edge_map() -> TissueMap:
+    """A 2 x 3 map of a 400 x 260 slide: the last column and row are shifted inward."""
+    from histoviewer.mapping.grid import PatchGrid
+
+    grid = PatchGrid(rows=2, cols=3, patch_size=150, stride=150, extent=(400, 260))
+    tmap = TissueMap.empty(
+        grid, NAMES, COLORS, mpp=0.5, slide={"path": "/x/s.tif", "mpp_source": "Aperio MPP"}
+    )
+    tmap.probs[:] = [0.6, 0.3, 0.1]
+    tmap.state[:] = CLASSIFIED
+    return tmap
+
+
+def test_edge_patches_are_read_inside_the_slide_and_their_cells_end_at_its_edge(tmp_path):
+    tmap = _edge_map()
+    assert tmap.patch_box(1, 2) == (250, 110, 150, 150)  # what the model saw
+    assert tmap.cell_box(1, 2) == (300, 150, 400, 260)  # what the patch stands for
+    rings = {}
+    export_geojson(tmap, tmp_path / "m.geojson")
+    for feature in json.loads((tmp_path / "m.geojson").read_text())["features"]:
+        ring = feature["geometry"]["coordinates"][0]
+        rings[feature["properties"]["name"]] = (ring[0], ring[2])
+    assert rings["patch r1 c2"] == ([300, 150], [400, 260])
+    assert rings["patch r0 c0"] == ([0, 0], [150, 150])
+    export_csv(tmap, tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    rows = list(csv.reader(x for x in lines if not x.startswith("#")))
+    assert rows[-1][:6] == ["1", "2", "250", "110", "150", "150"]
+    export_npz(tmap, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        assert data["x"].tolist() == [0, 150, 250] and data["y"].tolist() == [0, 110]
+    # Areas: the slide's 400 x 260 px at 0.5 um/px, nothing counted twice.
+    summary = summarize(tmap)
+    assert summary["tissue_area_mm2"] == pytest.approx(0.2 * 0.13)
+    assert summary["scale"] == {"mpp": 0.5, "source": "Aperio MPP", "assumed": False}
+    again = TissueMap.load(tmp_path / "m.npz")
+    assert again.extent == (400, 260) and again.cell_box(1, 2) == (300, 150, 400, 260)
+
+
+def test_maps_saved_before_edges_were_mapped_keep_their_geometry():
+    # Version-1 maps carry no extent: the grid ends with its last whole patch.
+    tmap = sample_map()
+    assert tmap.extent == (0, 0) and tmap.covered == (600, 450)
+    assert tmap.patch_box(2, 3) == (450, 300, 150, 150)
+    assert tmap.cell_areas().sum() == 600 * 450

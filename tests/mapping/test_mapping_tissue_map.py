@@ -36,8 +36,9 @@ def test_labels_counts_fractions_areas():
     assert tmap.counts() == {"tumor": 4, "stroma": 3, "empty": 1}
     assert tmap.fractions() == pytest.approx({"tumor": 0.5, "stroma": 0.375, "empty": 0.125})
     # 150 px at 0.5 um/px = 75 um = 0.075 mm; one patch = 0.005625 mm2.
-    assert tmap.patch_area_mm2 == pytest.approx(0.075**2)
+    assert tmap.cell_areas_mm2() == pytest.approx(np.full((3, 4), 0.075**2))
     assert tmap.areas_mm2()["tumor"] == pytest.approx(4 * 0.075**2)
+    assert tmap.classified_area_mm2 == pytest.approx(8 * 0.075**2)
     assert (tmap.classified_count, tmap.background_count, tmap.pending_count) == (8, 1, 3)
 
 
