@@ -78,11 +78,21 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("histoviewer: %(message)s"))
+    handler.setFormatter(_LineFormatter())
     root = logging.getLogger("histoviewer")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class _LineFormatter(logging.Formatter):
+    """'histoviewer: warning: ...' for warnings and errors, 'histoviewer: ...' otherwise."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"histoviewer: {record.levelname.lower()}: {message}"
+        return f"histoviewer: {message}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

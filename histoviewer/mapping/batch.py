@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from histoviewer.distributed import DistContext
-from histoviewer.errors import DeviceError, HistoViewerError, StorageError
+from histoviewer.errors import DeviceError, HistoViewerError, SlideError, StorageError
 from histoviewer.fileio import atomic_write_text
 from histoviewer.mapping.engine import MapProgress, map_slide
 from histoviewer.mapping.export import FORMATS, export_all, parse_formats
@@ -48,14 +48,17 @@ class BatchOptions:
     """The settings of a batch. Those in :meth:`key` decide whether an earlier result
     still stands; ``batch_size`` does not change the result."""
 
-    stride: int = 150
+    stride: int | None = None  # model pixels; None: the model's patch size
     batch_size: int = 64
     skip_background: bool = True
     precision: str = "auto"
     formats: tuple[str, ...] = tuple(FORMATS)
+    mpp: float | None = None  # the slides' scale, overriding their files' (--mpp)
+    strict: bool = False  # refuse a slide with a warning (see mapping/checks.py)
 
     def key(self) -> dict[str, Any]:
         return {
+            "mpp": self.mpp,
             "stride": self.stride,
             "skip_background": self.skip_background,
             "precision": self.precision,
@@ -199,10 +202,24 @@ def map_and_export(
     out_dir: Path,
     progress: Callable[[MapProgress], None] | None = None,
 ) -> TissueMap:
-    """Open, map and export one slide: what a single `map` and each batch slide share."""
+    """Open, check, map and export one slide: what a single `map` and each batch slide share.
+
+    The slide's warnings (:func:`~histoviewer.mapping.checks.check_slide`) are logged,
+    one line each, and recorded in the map; with ``options.strict`` the first one
+    refuses the slide (SlideError) before anything is classified.
+    """
+    from histoviewer.mapping.checks import check_slide
     from histoviewer.slide import open_slide
+    from histoviewer.slide.mpp import GIVEN_CLI
 
     with open_slide(slide) as reader:
+        if options.mpp is not None:
+            reader.set_mpp(options.mpp, GIVEN_CLI)
+        warnings = check_slide(reader, classifier.info)
+        if warnings and options.strict:
+            raise SlideError(f"{slide.name} refused (--strict): {warnings[0].message}")
+        for warning in warnings:
+            log.warning("%s: %s", slide.name, warning.message)
         tmap = map_slide(
             reader,
             classifier,
@@ -212,6 +229,7 @@ def map_and_export(
             precision=options.precision,
             progress=progress,
         )
+    tmap.warnings = [{"kind": w.kind, "message": w.message} for w in warnings]
     export_all(tmap, out_dir, slide.stem, options.formats)
     return tmap
 

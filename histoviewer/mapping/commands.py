@@ -39,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "microns per pixel with where that value came from.",
     )
     info.add_argument("slide", help="the slide file")
+    info.add_argument(
+        "--mpp",
+        type=_mpp,
+        metavar="UM",
+        help="the slide's scale in microns per pixel, overriding what its file says",
+    )
     info.set_defaults(func=run_info)
 
     mapper = subparsers.add_parser(
@@ -73,9 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mapper.add_argument(
         "--stride",
         type=_positive_int,
-        default=150,
+        default=None,
         metavar="PX",
-        help="patch stride in model pixels (default 150: no overlap; smaller values overlap)",
+        help="patch stride in model pixels (default: the model's patch size, 150 for the "
+        "Kather models: no overlap; smaller values overlap, larger ones leave gaps)",
     )
     mapper.add_argument(
         "--device",
@@ -107,6 +114,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
         help="auto (default): bf16/fp16 where the device is fast at it",
+    )
+    mapper.add_argument(
+        "--mpp",
+        type=_mpp,
+        metavar="UM",
+        help="the slides' scale in microns per pixel, overriding what their files say "
+        "(for scans whose files record none or a wrong one)",
+    )
+    mapper.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a slide that does not suit the model (not brightfield H&E, much "
+        "coarser than the model's tiles, or of unknown scale) instead of warning",
     )
     mapper.set_defaults(func=run_map)
 
@@ -150,11 +170,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print what ``histoviewer info SLIDE`` shows."""
+    from histoviewer.mapping.checks import check_slide
     from histoviewer.model import ModelInfo
     from histoviewer.slide import open_slide
+    from histoviewer.slide.mpp import GIVEN_CLI
 
     out = out or sys.stdout
     with open_slide(args.slide) as slide:
+        if getattr(args, "mpp", None) is not None:
+            slide.set_mpp(args.mpp, GIVEN_CLI)
         w, h = slide.dimensions
         print(f"file:       {slide.path or args.slide}", file=out)
         print(f"format:     {slide.format_name}", file=out)
@@ -163,7 +187,8 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
             f"({w * slide.mpp / 1000:.2f} x {h * slide.mpp / 1000:.2f} mm)",
             file=out,
         )
-        print(f"resolution: {slide.mpp:.4g} um/px ({slide.mpp_source})", file=out)
+        note = f": {slide.mpp_note}" if slide.mpp_note else ""
+        print(f"resolution: {slide.mpp:.4g} um/px ({slide.mpp_source}{note})", file=out)
         print(f"levels:     {slide.level_count}", file=out)
         for i, ((lw, lh), ds) in enumerate(
             zip(slide.level_dimensions, slide.level_downsamples, strict=True)
@@ -171,7 +196,7 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
             print(f"  level {i}: {lw} x {lh} px, downsample {ds:.4g}", file=out)
         info = ModelInfo.recipe()
         try:
-            grid = make_grid(slide, info, 150)
+            grid = make_grid(slide, info)
             print(
                 f"patches:    {grid.rows} x {grid.cols} = {grid.count} of "
                 f"{info.patch_microns:.2f} um ({grid.patch_size} px, read from level "
@@ -180,6 +205,11 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
             )
         except SlideError as exc:
             print(f"patches:    none ({exc})", file=out)
+        warnings = check_slide(slide, info)
+        for warning in warnings:
+            print(f"warning:    {warning.message}", file=out)
+        if not warnings:
+            print("checks:     scale from the file; looks like brightfield H&E", file=out)
     return 0
 
 
@@ -239,6 +269,8 @@ def _options(args: argparse.Namespace, formats):
         skip_background=args.skip_background,
         precision=getattr(args, "precision", "auto"),
         formats=tuple(formats),
+        mpp=getattr(args, "mpp", None),
+        strict=bool(getattr(args, "strict", False)),
     )
 
 
@@ -393,6 +425,21 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _mpp(text: str) -> float:
+    from histoviewer.slide.mpp import plausible
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected microns per pixel, got {text!r}") from None
+    if not plausible(value):
+        raise argparse.ArgumentTypeError(
+            f"{text} um/px is not a slide scale (expected 0.05 to 40; 40x scans are about "
+            "0.25, 20x about 0.5)"
+        )
     return value
 
 

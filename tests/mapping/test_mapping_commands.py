@@ -58,7 +58,7 @@ def test_info_describes_the_slide(big_slide, capsys):
     assert "5000 x 5000 px" in out and "2.48 x 2.48 mm" in out
     assert "0.495 um/px" in out
     assert "level 0: 5000 x 5000 px" in out
-    assert "33 x 33 = 1089" in out
+    assert "34 x 34 = 1156" in out  # edges included: the last row and column shifted
 
 
 def test_info_on_a_missing_file_is_a_slide_error(tmp_path):
@@ -94,8 +94,11 @@ def test_map_writes_every_export(big_slide, recipe_checkpoint, tmp_path, capsys)
     assert tmap.complete and tmap.classified_count > 0
     assert tmap.model["arch"] == "resnet50" and tmap.model["input_size"] == 224
     with open(out / f"{stem}.csv", newline="") as fh:
-        rows = list(csv.reader(fh))
+        lines = fh.read().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    rows = list(csv.reader(line for line in lines if not line.startswith("#")))
     assert len(rows) == 1 + 9 and rows[0][7:] == tmap.class_names
+    assert "# scale: 0.495 um/px (NDPI/TIFF resolution)" in header
     features = json.loads((out / f"{stem}.geojson").read_text())["features"]
     assert len(features) == tmap.classified_count
     assert Image.open(out / f"{stem}.png").size == (3 * 32, 3 * 32)
@@ -224,3 +227,109 @@ def test_benchmark_command_reports_both_sides(capsys):
     largest = float(out.split("largest probability difference ")[1].split()[0])
     assert agreement >= 90.0 and largest < 0.05
     assert "running the engine" in captured.err
+
+
+# --- scale and stain: --mpp, --strict, warnings ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unscaled_slide(tmp_path_factory):
+    """H&E-like tissue in a TIFF with no usable resolution (tifffile writes 1 dpi)."""
+    import tifffile
+
+    from histoviewer.slide.synthetic_he import synthetic_he
+
+    path = tmp_path_factory.mktemp("slides") / "unscaled.tif"
+    tifffile.imwrite(path, synthetic_he(640, 480, seed=6), photometric="rgb")
+    return path
+
+
+def test_info_says_why_a_scale_is_assumed_and_takes_mpp(unscaled_slide, capsys):
+    args = parse(["info", str(unscaled_slide)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "0.495 um/px (assumed: its file's 25400 µm/px (NDPI/TIFF resolution)" in out
+    assert "warning:    Its scale is assumed" in out
+    args = parse(["info", str(unscaled_slide), "--mpp", "0.25"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "resolution: 0.25 um/px (given with --mpp)" in out
+    assert "1280 x 960 px" not in out and "0.16 x 0.12 mm" in out  # 640 px * 0.25 um
+    assert "warning" not in out and "looks like brightfield H&E" in out
+
+
+def test_map_records_the_scale_and_warns_once_per_slide(unscaled_slide, tiny_model, tmp_path):
+    from histoviewer.cli import main
+
+    out = tmp_path / "maps"
+    argv = ["map", str(unscaled_slide), "--model", str(tiny_model), "--out", str(out)]
+    with _stderr_lines() as err:
+        assert main([*argv, "--device", "cpu"]) == 0
+    warnings = [line for line in err if line.startswith("histoviewer: warning:")]
+    assert len(warnings) == 1 and "unscaled.tif: Its scale is assumed" in warnings[0]
+    summary = json.loads((out / "unscaled.summary.json").read_text())
+    assert summary["scale"] == {"mpp": 0.495, "source": "assumed", "assumed": True}
+    assert [w["kind"] for w in summary["warnings"]] == ["scale-assumed"]
+    geojson = json.loads((out / "unscaled.geojson").read_text())
+    assert geojson["histoviewer"]["scale"]["assumed"] is True
+    header = [x for x in (out / "unscaled.csv").read_text().splitlines() if x.startswith("#")]
+    assert any(x.startswith("# scale: 0.495 um/px (assumed) - ASSUMED") for x in header)
+    assert any(x.startswith("# warning: Its scale is assumed") for x in header)
+
+    # Given the true scale, the patches cover the same microns: twice the pixels.
+    with _stderr_lines() as err:
+        assert main([*argv, "--device", "cpu", "--mpp", "0.2475"]) == 0
+    assert not [line for line in err if "warning" in line]
+    tmap = TissueMap.load(out / "unscaled.npz")
+    assert (tmap.mpp, tmap.patch_size) == (0.2475, 300)
+    assert tmap.slide["mpp_source"] == "given with --mpp"
+    assert json.loads((out / "unscaled.summary.json").read_text())["scale"]["assumed"] is False
+
+
+def test_strict_refuses_a_slide_that_does_not_suit_the_model(
+    unscaled_slide, big_slide, tiny_model, tmp_path
+):
+    from histoviewer.cli import main
+
+    out = tmp_path / "maps"
+    with _stderr_lines() as err:
+        code = main(["map", str(unscaled_slide), *_options(tiny_model, out), "--strict"])
+    assert code == 1 and not out.joinpath("unscaled.npz").exists()
+    assert err[-1].startswith("histoviewer: error: unscaled.tif refused (--strict): Its scale")
+    # In a batch the refused slide fails and the others are mapped.
+    with _stderr_lines():
+        slides = [str(unscaled_slide), str(big_slide)]
+        code = main(["map", *slides, *_options(tiny_model, out), "--strict", "--stride", "2400"])
+    assert code == 1
+    assert (out / f"{big_slide.stem}.npz").is_file() and not (out / "unscaled.npz").exists()
+    sidecar = json.loads((out / "unscaled.map.json").read_text())
+    assert sidecar["status"] == "failed" and "--strict" in sidecar["outcome"]["error"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "400", "nan"])
+def test_map_and_info_refuse_an_implausible_mpp(value, capsys):
+    with pytest.raises(SystemExit):
+        parse(["info", "x.svs", "--mpp", value])
+    assert "--mpp" in capsys.readouterr().err
+
+
+def _options(model, out) -> list[str]:
+    return ["--model", str(model), "--out", str(out), "--device", "cpu"]
+
+
+class _stderr_lines:
+    """Collect what the CLI prints on stderr, as lines (its logging handler included)."""
+
+    def __enter__(self) -> list[str]:
+        import contextlib
+        import io
+
+        self.buffer = io.StringIO()
+        self.redirect = contextlib.redirect_stderr(self.buffer)
+        self.redirect.__enter__()
+        self.lines: list[str] = []
+        return self.lines
+
+    def __exit__(self, *exc) -> None:
+        self.redirect.__exit__(*exc)
+        self.lines.extend(self.buffer.getvalue().splitlines())
