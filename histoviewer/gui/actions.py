@@ -121,6 +121,11 @@ def build_actions(w: MainWindow) -> None:
         icon_name="settings",
         tip="Stride, device, batch size, background skipping",
     )
+    w.scale_action = a(
+        "Set Slide S&cale...",
+        w.choose_slide_scale,
+        tip="Set the slide's microns per pixel (when its file records none or a wrong one)",
+    )
     w.load_model_action = a(
         "&Load Model...",
         w.choose_model,
@@ -181,6 +186,7 @@ def build_menus(w: MainWindow) -> None:
     for action in (w.map_action, w.remap_action, w.cancel_action):
         analysis.addAction(action)
     analysis.addSeparator()
+    analysis.addAction(w.scale_action)
     analysis.addAction(w.settings_action)
 
     # Other features (Model Info, Train) add their actions to this menu.
@@ -235,6 +241,7 @@ def update_actions(w: MainWindow) -> None:
     w.map_action.setEnabled(not mapping)
     w.remap_action.setEnabled(not mapping and w.mapping.result is not None)
     w.cancel_action.setEnabled(mapping)
+    w.scale_action.setEnabled(has_slide and not mapping)
     for action in [*w.export_actions.values(), w.export_all_action]:
         action.setEnabled(has_map)
     w.load_model_action.setEnabled(not loading)

@@ -7,6 +7,7 @@ parts that do the work:
 - :mod:`~histoviewer.gui.mapping_controller` - the mapping job and the maps it makes;
 - :mod:`~histoviewer.gui.model_controller` - loading models, Model Info, the status label;
 - :mod:`~histoviewer.gui.exporting` - File > Export;
+- :mod:`~histoviewer.gui.slide_scale` - the slide's scale: status-bar badge, Set Slide Scale;
 - :mod:`~histoviewer.gui.training_dialog` - Model > Train New Model (created on demand).
 
 Slow work runs in :class:`~histoviewer.gui.workers.JobRunner` jobs; a job's
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QGraphicsRectItem,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -49,6 +51,7 @@ from histoviewer.gui.model_controller import ModelController, is_model_path
 from histoviewer.gui.overlay import OVERLAY_Z, SELECTION_Z, MapOverlay
 from histoviewer.gui.overview import OverviewPanel
 from histoviewer.gui.probabilities import PatchPanel
+from histoviewer.gui.slide_scale import SlideScaleController
 from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import describe_error
 from histoviewer.mapping.cache import MapCache
@@ -107,6 +110,7 @@ class MainWindow(QMainWindow):
         self._build_view()
         self._build_panels()
         self._build_status_bar()
+        self.scale = SlideScaleController(self, self.scale_button)
         self.mapping = MappingController(self)
         self.models = ModelController(self, self.model_label)
         self.exporter = MapExporter(self)
@@ -182,6 +186,7 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.cursor_label = QLabel()
         self.zoom_label = QLabel()
+        self.scale_button = QToolButton()  # the slide's um/px; a warning when assumed
         self.model_label = QLabel("No model")
         self.training_label = QLabel()  # "Training: epoch 3/15" while a run goes on
         self.training_label.setVisible(False)
@@ -194,7 +199,13 @@ class MainWindow(QMainWindow):
         for w in (self.progress_label, self.progress, self.cancel_button):
             w.setVisible(False)
             bar.addPermanentWidget(w)
-        for w in (self.training_label, self.cursor_label, self.zoom_label, self.model_label):
+        for w in (
+            self.training_label,
+            self.cursor_label,
+            self.zoom_label,
+            self.scale_button,
+            self.model_label,
+        ):
             bar.addPermanentWidget(w)
 
     def _finish_actions(self) -> None:
@@ -243,6 +254,22 @@ class MainWindow(QMainWindow):
     def ask_save_file(self, title: str, suggestion: str, filters: str) -> str | None:
         path, _ = QFileDialog.getSaveFileName(self, title, suggestion, filters)
         return path or None
+
+    def ask_slide_scale(self, current: float, text: str) -> float | None:
+        """The slide's um/px the user enters (None: cancelled)."""
+        value, ok = QInputDialog.getDouble(
+            self, "Set Slide Scale", text, current, 0.05, 40.0, 4, step=0.01
+        )
+        return float(value) if ok else None
+
+    def ask_proceed(self, title: str, text: str, proceed: str) -> bool:
+        """A warning with ``proceed`` and Cancel buttons (Cancel the default)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, parent=self)
+        go = box.addButton(proceed, QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.exec()
+        return box.clickedButton() is go
 
     def ask_yes_no(self, title: str, text: str) -> bool:
         """A blocking yes / no question (only for quitting with a training run going)."""
@@ -311,6 +338,7 @@ class MainWindow(QMainWindow):
             failure = describe_error(exc, f"open {Path(path).name}")
             self.show_error(failure.title, failure.message)
             return False
+        self.scale.adopt(reader)
         self.set_slide(reader)
         config.add_recent_file(self.settings, str(Path(path).resolve()))
         return True
@@ -340,8 +368,45 @@ class MainWindow(QMainWindow):
                 8000,
             )
             self.mapping.restore_cached()
+        self.scale.update_badge()
         self._update_actions()
         self.slide_changed.emit(reader)
+
+    def choose_slide_scale(self) -> None:
+        """Analysis > Set Slide Scale: ask for the slide's um/px and use it."""
+        self.scale.ask_and_set()
+
+    def set_slide_scale(self, mpp: float | None) -> bool:
+        """Use ``mpp`` um/px as the open slide's scale (None: its file's again).
+
+        Remembered for the slide's file. The map shown is dropped, since its patches
+        were cut at the old scale; a saved map for the new scale is shown if there
+        is one. Refused (False, with a message) while mapping or for a value outside
+        0.05-40 um/px.
+        """
+        slide = self._slide
+        if slide is None:
+            return False
+        if self.is_mapping():
+            self.show_info(
+                "Mapping in progress",
+                "The slide's scale decides the size of every patch: cancel the mapping "
+                "before changing it.",
+            )
+            return False
+        try:
+            self.scale.apply(slide, mpp)
+        except ValueError as exc:
+            self.show_error("Cannot set the slide's scale", str(exc).capitalize())
+            return False
+        self.mapping.reset()
+        self._show_map(None)
+        self.mapping.restore_cached()
+        self.statusBar().showMessage(
+            f"Slide scale: {slide.mpp:g} µm/px ({slide.mpp_source}).", 8000
+        )
+        self._update_actions()
+        return True
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -437,6 +502,7 @@ class MainWindow(QMainWindow):
         self.models.set_current(classifier, path)
         self._show_map(None)
         self.mapping.restore_cached()
+        self.scale.update_badge()
         self._update_actions()
         self.model_changed.emit(classifier)
 

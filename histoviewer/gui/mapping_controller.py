@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.mapping.cache import MapKey, map_key
+from histoviewer.mapping.checks import SCALE_ASSUMED, SlideWarning, check_slide
 from histoviewer.mapping.grid import make_grid
 from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
 from histoviewer.slide import SlideReader
@@ -63,6 +64,9 @@ class MappingController(QObject):
         self._job_key: MapKey | None = None
         self._job_slides: dict[int, SlideReader] = {}
         self._retired: dict[int, SlideReader] = {}  # readers to close when their job ends
+        # The last slide checked: (reader, model fingerprint, scale) -> its warnings and
+        # whether the user chose to map it anyway.
+        self._checked: tuple[tuple, list[SlideWarning], bool] | None = None
 
     @property
     def shown(self) -> TissueMap | None:
@@ -124,9 +128,12 @@ class MappingController(QObject):
             return None
         slide, clf, s = w.slide, w.classifier, w.mapping_settings
         try:
-            grid = make_grid(slide, clf.info, s.stride)
+            grid = make_grid(slide, clf.info, s.stride or None)
+            warnings = self.confirm_fit(slide, clf)
         except HistoViewerError as exc:
             w.show_error("Cannot map the slide", str(exc))
+            return None
+        if warnings is None:
             return None
         self.live = TissueMap.empty(
             grid, clf.info.class_names, clf.info.class_colors, mpp=slide.mpp
@@ -138,10 +145,10 @@ class MappingController(QObject):
         def job(ctx) -> TissueMap:
             from histoviewer.mapping.engine import map_slide  # torch: on the worker thread
 
-            return map_slide(
+            tmap = map_slide(
                 slide,
                 clf,
-                stride=s.stride,
+                stride=s.stride or None,
                 batch_size=s.batch_size,
                 skip_background=s.skip_background,
                 device=s.device,
@@ -149,6 +156,8 @@ class MappingController(QObject):
                 cancel=ctx.cancel,
                 on_batch=ctx.partial,
             )
+            tmap.warnings = [{"kind": x.kind, "message": x.message} for x in warnings]
+            return tmap
 
         job_id = self.runner.start(job, f"map {slide.path.name if slide.path else 'the slide'}")
         self._job_slides[job_id] = slide
@@ -158,6 +167,33 @@ class MappingController(QObject):
             widget.setVisible(True)
         w._update_actions()
         return job_id
+
+    def confirm_fit(self, slide: SlideReader, clf) -> list[SlideWarning] | None:
+        """The slide's warnings for this model, once the user agreed to map anyway.
+
+        A slide that does not look like brightfield H&E, or is much coarser than the
+        model's tiles, gets a dialog with Map Anyway / Cancel (None: cancelled); an
+        assumed scale alone does not, the status bar's scale badge shows it. The
+        answer holds for this slide, model and scale until one of them changes.
+        """
+        key = (slide, clf.fingerprint, slide.mpp)
+        if self._checked is not None and self._checked[0] == key:
+            warnings, agreed = self._checked[1], self._checked[2]
+        else:
+            warnings, agreed = check_slide(slide, clf.info), False
+        serious = [x for x in warnings if x.kind != SCALE_ASSUMED]
+        if serious and not agreed:
+            name = slide.path.name if slide.path else "This slide"
+            text = "\n\n".join(
+                [f"{name} may not suit the model {clf.info.name!r}."]
+                + [x.message for x in warnings]
+            )
+            agreed = self.window.ask_proceed("Check the slide", text, "Map Anyway")
+            if not agreed:
+                self._checked = (key, warnings, False)
+                return None
+        self._checked = (key, warnings, True)
+        return warnings
 
     def cancel(self) -> None:
         """Stop at the next batch; the patches done so far stay on screen."""

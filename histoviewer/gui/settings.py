@@ -31,18 +31,19 @@ _MODEL = "model/last_path"
 _MAPPING = "mapping/"
 _VIEW = "view/"
 _TRAINING = "training/"
+_SCALES = "slide_scales/"
 
 
 @dataclass(frozen=True)
 class MappingSettings:
     """How Analysis > Map Tissue runs.
 
-    ``stride`` is in model pixels (150 = the recipe's non-overlapping patches),
+    ``stride`` is in model pixels (0: the model's patch size, non-overlapping),
     ``device`` a name for ``histoviewer.device.resolve_device`` ("auto" picks a
     GPU when there is one), ``skip_background`` leaves empty glass unclassified.
     """
 
-    stride: int = 150
+    stride: int = 0
     device: str = "auto"
     batch_size: int = 64
     skip_background: bool = True
@@ -65,7 +66,7 @@ def app_settings() -> QSettings:
 def load_mapping_settings(qs: QSettings) -> MappingSettings:
     d = MappingSettings()
     return MappingSettings(
-        stride=_int(qs.value(_MAPPING + "stride"), d.stride, 1, 10_000),
+        stride=_int(qs.value(_MAPPING + "stride"), d.stride, 0, 10_000),
         device=str(qs.value(_MAPPING + "device", d.device)) or d.device,
         batch_size=_int(qs.value(_MAPPING + "batch_size"), d.batch_size, 1, 4096),
         skip_background=_bool(qs.value(_MAPPING + "skip_background"), d.skip_background),
@@ -146,6 +147,33 @@ def set_training_value(qs: QSettings, key: str, value: str) -> None:
     qs.setValue(_TRAINING + key, value)
 
 
+def slide_scale(qs: QSettings, path: str) -> float | None:
+    """The um/px the user set for the slide file ``path`` (resolved), or None."""
+    try:
+        value = float(qs.value(_SCALES + _path_key(path)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def set_slide_scale(qs: QSettings, path: str, mpp: float | None) -> None:
+    """Remember (or, with None, forget) the um/px the user set for ``path``."""
+    if mpp is None:
+        qs.remove(_SCALES + _path_key(path))
+    else:
+        qs.setValue(_SCALES + _path_key(path), float(mpp))
+
+
+def _path_key(path: str) -> str:
+    # Paths hold characters QSettings keys must not (slashes nest groups); a digest
+    # of the resolved path is stable and safe.
+    import hashlib
+    from pathlib import Path
+
+    resolved = str(Path(path).expanduser().resolve())
+    return hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:32]
+
+
 def _int(value: object, default: int, lo: int, hi: int) -> int:
     try:
         number = int(value)  # type: ignore[arg-type]
@@ -181,11 +209,14 @@ class MappingSettingsDialog(QDialog):
     def __init__(self, current: MappingSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Mapping Settings")
-        self.stride = QSpinBox(minimum=8, maximum=1000, singleStep=10, suffix=" px")
+        self.stride = QSpinBox(minimum=0, maximum=1000, singleStep=10, suffix=" px")
+        self.stride.setSpecialValueText("Patch size (no overlap)")
         self.stride.setValue(current.stride)
         self.stride.setToolTip(
-            "Distance between patches in model pixels (0.495 um each). 150 covers the "
-            "slide with non-overlapping patches; smaller values overlap and take longer."
+            "Distance between patches in the model's pixels (0.495 µm each for the Kather "
+            "models). The lowest setting, the model's patch size (150 px for the Kather "
+            "models), covers the slide with non-overlapping patches; smaller values overlap "
+            "and take longer, larger ones leave gaps."
         )
         self.device = QComboBox()
         devices = available_devices()

@@ -11,8 +11,13 @@ from __future__ import annotations
 import gc
 
 import pytest
-from PySide6.QtCore import QEvent
+from PySide6.QtCore import QEvent, QSettings
 from PySide6.QtWidgets import QApplication
+from viewer_support import on_cpu
+
+from histoviewer.gui import settings as config
+from histoviewer.gui.mainwindow import MainWindow
+from histoviewer.mapping.cache import MapCache
 
 # Qt's own helper windows that appear on demand and live as long as the application.
 _QT_INTERNAL = {"QTipLabel"}
@@ -70,3 +75,43 @@ def no_leaked_widgets(qapp, request: pytest.FixtureRequest):
             "register them with qtbot.addWidget() or close and delete them",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_questions(monkeypatch):
+    """A blocking question no test answers would hang the suite: fail instead.
+
+    Tests that expect one replace ``ask_proceed`` on their window.
+    """
+
+    def refuse(self, title: str, text: str, proceed: str) -> bool:
+        raise AssertionError(f"unexpected question {title!r}: {text}")
+
+    monkeypatch.setattr(MainWindow, "ask_proceed", refuse)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings in a temporary INI file (never the user's), mapping on the CPU."""
+    qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    config.save_mapping_settings(qs, on_cpu())
+    return qs
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return MapCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def make_window(qtbot, settings, cache):
+    """Make a shown 1000 x 700 MainWindow with the test settings and cache."""
+
+    def make(**kwargs) -> MainWindow:
+        window = MainWindow(kwargs.pop("settings", settings), kwargs.pop("cache", cache), **kwargs)
+        qtbot.addWidget(window)
+        window.resize(1000, 700)
+        window.show()
+        return window
+
+    return make

@@ -8,12 +8,15 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QImage
 from PySide6.QtWidgets import QMessageBox
 from viewer_support import (
+    MAP_TIMEOUT,
     FailingSlide,
     gated_classifier,
+    on_cpu,
+    run_mapping,
     tiny_classifier,
     write_strip_tiff,
 )
@@ -21,53 +24,14 @@ from viewer_support import (
 from histoviewer.gui import settings as config
 from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
-from histoviewer.gui.settings import MappingSettings
-from histoviewer.mapping.cache import MapCache
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED
 from histoviewer.model import save_model
 from histoviewer.slide.synthetic_he import synthetic_he
-
-MAP_TIMEOUT = 20_000
-
-
-def on_cpu(**changes) -> MappingSettings:
-    # The gated test network holds a threading.Event, which cannot be copied to a GPU.
-    return MappingSettings(device="cpu", **changes)
-
-
-@pytest.fixture
-def settings(tmp_path):
-    qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    config.save_mapping_settings(qs, on_cpu())
-    return qs
-
-
-@pytest.fixture
-def cache(tmp_path):
-    return MapCache(tmp_path / "cache")
-
-
-@pytest.fixture
-def make_window(qtbot, settings, cache):
-    def make(**kwargs) -> MainWindow:
-        window = MainWindow(kwargs.pop("settings", settings), kwargs.pop("cache", cache), **kwargs)
-        qtbot.addWidget(window)
-        window.resize(1000, 700)
-        window.show()
-        return window
-
-    return make
 
 
 @pytest.fixture
 def slide_path(tmp_path):
     return write_strip_tiff(tmp_path / "slide.tif", 600, 600)
-
-
-def run_mapping(qtbot, window: MainWindow):
-    with qtbot.waitSignal(window.mapping_finished, timeout=MAP_TIMEOUT) as blocker:
-        assert window.map_tissue() is not None
-    return blocker.args[0]
 
 
 def shown_messages(window: MainWindow) -> list[tuple[str, str]]:

@@ -64,8 +64,9 @@ def test_overlay_item_covers_the_grid_in_slide_pixels():
     overlay = MapOverlay()
     overlay.set_map(small_map(stride=80, patch=100))
     rect = overlay.boundingRect()
-    # Cells are stride-sized and centred on their (overlapping) patches.
-    assert rect.getRect() == (10, 10, 240, 160)
+    # Cells are stride-sized and centred on their (overlapping) patches; the outer ones
+    # reach the edges of the grid (3 x 80 + 20 = 260 by 2 x 80 + 20 = 180).
+    assert rect.getRect() == (0, 0, 260, 180)
     assert overlay.image().width() == 3 and overlay.image().height() == 2
     overlay.set_class_visible(0, False)
     assert overlay.rgba()[0, 0, 3] == 0 and overlay.class_visibility() == [False, True, True]
@@ -203,7 +204,7 @@ def test_settings_round_trip_and_survive_garbage(tmp_path):
     assert config.load_mapping_settings(qs) == chosen
     qs.setValue("mapping/stride", "lots")
     qs.setValue("mapping/batch_size", -3)
-    assert config.load_mapping_settings(qs).stride == 150
+    assert config.load_mapping_settings(qs).stride == 0  # the model's patch size
     assert config.load_mapping_settings(qs).batch_size == 64
 
     for i in range(config.MAX_RECENT + 3):

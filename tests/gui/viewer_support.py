@@ -13,10 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from histoviewer.gui.mainwindow import MainWindow
+from histoviewer.gui.settings import MappingSettings
 from histoviewer.model import Classifier, ModelInfo, build_network
 from histoviewer.slide import ArraySlide, synthetic
 
 MPP = 0.495
+MAP_TIMEOUT = 20_000
+
+
+def on_cpu(**changes) -> MappingSettings:
+    # The gated test network holds a threading.Event, which cannot be copied to a GPU.
+    return MappingSettings(device="cpu", **changes)
+
+
+def run_mapping(qtbot, window: MainWindow):
+    """Map Tissue on ``window`` and wait for the map (a job must start)."""
+    with qtbot.waitSignal(window.mapping_finished, timeout=MAP_TIMEOUT) as blocker:
+        assert window.map_tissue() is not None
+    return blocker.args[0]
 
 
 def write_strip_tiff(path: Path, width: int, height: int, *, seed: int = 0) -> Path:

@@ -1,0 +1,123 @@
+"""The open slide's scale: a status-bar badge, Analysis > Set Slide Scale, remembered values.
+
+Every patch size and area rests on the slide's microns per pixel. When its file
+records none (or an implausible one) the scale is *assumed*, and the badge says so
+in warning colours for as long as the slide is open; it also warns when the slide is
+much coarser than the model's tiles. Clicking the badge (or Analysis > Set Slide
+Scale) sets the scale; the value is remembered per slide file and applied whenever
+that file is opened again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QToolButton
+
+from histoviewer.gui import settings as config
+from histoviewer.mapping.checks import SCALE_ASSUMED, SCALE_COARSE, scale_warnings
+from histoviewer.slide.mpp import ASSUMED, GIVEN_VIEWER
+
+if TYPE_CHECKING:
+    from histoviewer.gui.mainwindow import MainWindow
+    from histoviewer.slide import SlideReader
+
+WARNING_STYLE = (
+    "QToolButton { background: #f6c343; color: #222; border-radius: 3px; padding: 0 6px; }"
+)
+
+
+class SlideScaleController(QObject):
+    """Keeps ``button`` describing the window's slide scale and changes that scale."""
+
+    def __init__(self, window: MainWindow, button: QToolButton) -> None:
+        super().__init__(window)
+        self.window = window
+        self.button = button
+        self.button.setAutoRaise(True)
+        self.button.clicked.connect(self.ask_and_set)
+        # What each open reader's file said, to go back to it.
+        self._file_scale: weakref.WeakKeyDictionary[SlideReader, tuple[float, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.update_badge()
+
+    def adopt(self, reader: SlideReader) -> None:
+        """Note what ``reader``'s file says and apply the scale remembered for it, if any."""
+        self._file_scale[reader] = (reader.mpp, reader.mpp_source)
+        if reader.path is None:
+            return
+        remembered = config.slide_scale(self.window.settings, str(reader.path))
+        if remembered is not None:
+            try:
+                reader.set_mpp(remembered, GIVEN_VIEWER)
+            except ValueError:
+                config.set_slide_scale(self.window.settings, str(reader.path), None)
+
+    def file_scale(self, reader: SlideReader) -> tuple[float, str]:
+        """(um/px, source) as the file of ``reader`` gave it (source "assumed" if none)."""
+        return self._file_scale.get(reader, (reader.mpp, reader.mpp_source))
+
+    def apply(self, reader: SlideReader, mpp: float | None) -> None:
+        """Use ``mpp`` for ``reader`` (None, or the file's own value: the file's scale)
+        and remember the choice for its file. ValueError for an implausible value."""
+        file_mpp, file_source = self.file_scale(reader)
+        back_to_file = mpp is None or (file_source != ASSUMED and abs(mpp - file_mpp) < 1e-9)
+        if back_to_file:
+            reader.mpp, reader.mpp_source = file_mpp, file_source
+        else:
+            reader.set_mpp(mpp, GIVEN_VIEWER)
+        if reader.path is not None:
+            remembered = None if back_to_file else reader.mpp
+            config.set_slide_scale(self.window.settings, str(reader.path), remembered)
+        self.update_badge()
+
+    def ask_and_set(self) -> None:
+        """Analysis > Set Slide Scale: ask for the open slide's um/px and use it."""
+        w = self.window
+        slide = w.slide
+        if slide is None:
+            return
+        file_mpp, file_source = self.file_scale(slide)
+        if file_source == ASSUMED:
+            said = "Its file records no usable scale."
+        else:
+            said = f"Its file says {file_mpp:g} µm/px ({file_source})."
+        value = w.ask_slide_scale(
+            slide.mpp,
+            f"Microns per pixel of the slide at full resolution. {said}\n"
+            "40x scans are about 0.25 µm/px, 20x scans about 0.5 µm/px.",
+        )
+        if value is not None:
+            w.set_slide_scale(value)
+
+    def update_badge(self) -> None:
+        """Describe the window's slide scale on the badge (hidden without a slide)."""
+        w = self.window
+        slide = w.slide
+        if slide is None:
+            self.button.setVisible(False)
+            return
+        from histoviewer.model.info import ModelInfo
+
+        clf = w.classifier
+        info = clf.info if clf is not None else ModelInfo.recipe()
+        kinds = {warning.kind: warning for warning in scale_warnings(slide, info)}
+        text = f"{slide.mpp:.4g} µm/px"
+        tip = [f"Slide scale: {slide.mpp:g} µm/px ({slide.mpp_source})."]
+        if SCALE_ASSUMED in kinds:
+            text = f"⚠ Scale assumed: {slide.mpp:.4g} µm/px"
+        elif SCALE_COARSE in kinds:
+            text = f"⚠ {slide.mpp:.4g} µm/px: coarse"
+        tip += [warning.message for warning in kinds.values()]
+        tip.append("Click to set the slide's scale (remembered for this file).")
+        self.button.setText(text)
+        self.button.setToolTip("\n\n".join(tip))
+        self.button.setStyleSheet(WARNING_STYLE if kinds else "")
+        self.button.setVisible(True)
+
+    def is_warning(self) -> bool:
+        """Whether the badge shows a warning (assumed or too coarse a scale)."""
+        return self.button.isVisible() and self.button.text().startswith("⚠")
