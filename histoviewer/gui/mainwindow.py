@@ -363,7 +363,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(f"{name} — {APP_TITLE}")
             w, h = reader.dimensions
             self.statusBar().showMessage(
-                f"{name}: {w:,} x {h:,} px, {reader.mpp:g} µm/px ({reader.mpp_source}), "
+                f"{name}: {w:,} x {h:,} px, {reader.mpp:.4g} µm/px ({reader.mpp_source}), "
                 f"{reader.format_name}",
                 8000,
             )

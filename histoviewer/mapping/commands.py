@@ -209,7 +209,7 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
         for warning in warnings:
             print(f"warning:    {warning.message}", file=out)
         if not warnings:
-            print("checks:     scale from the file; looks like brightfield H&E", file=out)
+            print(f"checks:     scale {slide.mpp_source}; looks like brightfield H&E", file=out)
     return 0
 
 

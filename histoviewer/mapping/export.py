@@ -151,13 +151,18 @@ def provenance(tmap: TissueMap) -> dict[str, Any]:
             "patch_size_px": model.get("patch_size"),
             "mpp": model.get("mpp"),
         },
-        "grid": {
-            "rows": tmap.rows,
-            "cols": tmap.cols,
-            "patch_size_px": tmap.patch_size,
-            "stride_px": tmap.stride,
-            "stride_model_px": tmap.stride_model,
-        },
+        "grid": grid_record(tmap),
+    }
+
+
+def grid_record(tmap: TissueMap) -> dict[str, int]:
+    """The grid's shape and spacing: rows, cols, patch size and stride (level-0 and model px)."""
+    return {
+        "rows": tmap.rows,
+        "cols": tmap.cols,
+        "patch_size_px": tmap.patch_size,
+        "stride_px": tmap.stride,
+        "stride_model_px": tmap.stride_model,
     }
 
 
@@ -286,14 +291,7 @@ def summarize(tmap: TissueMap) -> dict[str, Any]:
         "scale": scale_record(tmap),
         "model": tmap.model,
         "patches": tmap.rows * tmap.cols,
-        "grid": {
-            "rows": tmap.rows,
-            "cols": tmap.cols,
-            "patch_size_px": tmap.patch_size,
-            "stride_px": tmap.stride,
-            "stride_model_px": tmap.stride_model,
-            "mpp": tmap.mpp,
-        },
+        "grid": {**grid_record(tmap), "mpp": tmap.mpp},
         "classified": tmap.classified_count,
         "background": tmap.background_count,
         "pending": tmap.pending_count,
