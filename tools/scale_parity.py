@@ -32,11 +32,19 @@ SHARP_MPP = 0.2475
 COARSE_MPP = 0.495
 
 
-def pair(sharp: np.ndarray) -> tuple[ArraySlide, ArraySlide]:
-    """The sharp image at 0.2475 um/px and its antialiased half-size copy at 0.495."""
+FILTERS = {
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def pair(sharp: np.ndarray, copy_filter: str = "box") -> tuple[ArraySlide, ArraySlide]:
+    """The sharp image at 0.2475 um/px and its antialiased half-size copy at 0.495,
+    reduced with PIL's ``copy_filter`` (box: the mean of each 2 x 2 block)."""
     h, w = sharp.shape[0] // 2 * 2, sharp.shape[1] // 2 * 2
-    coarse = np.asarray(Image.fromarray(sharp[:h, :w]).reduce(2))
-    return ArraySlide(sharp[:h, :w], mpp=SHARP_MPP), ArraySlide(coarse, mpp=COARSE_MPP)
+    half = Image.fromarray(sharp[:h, :w]).resize((w // 2, h // 2), FILTERS[copy_filter])
+    return ArraySlide(sharp[:h, :w], mpp=SHARP_MPP), ArraySlide(np.asarray(half), mpp=COARSE_MPP)
 
 
 def inputs(slide, clf, rows, cols, *, direct: bool) -> torch.Tensor:
@@ -82,15 +90,27 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("slides", nargs="*", help="sharp slides, read as 0.2475 um/px")
     parser.add_argument("--size", type=int, default=3000, help="synthetic slide side (px)")
+    parser.add_argument(
+        "--copy-filter",
+        choices=sorted(FILTERS),
+        action="append",
+        help="how the 20x copy is reduced (repeatable; default: box)",
+    )
     args = parser.parse_args()
     clf = load_model(args.model, device="cpu")
-    sharp = he_region(0, 0, args.size, args.size, downsample=0.5, seed=3)
-    compare(f"synthetic H&E {args.size} px", *pair(sharp), clf)
+    sources = [
+        (
+            f"synthetic H&E {args.size} px",
+            he_region(0, 0, args.size, args.size, downsample=0.5, seed=3),
+        )
+    ]
     for path in args.slides:
         with open_slide(path) as slide:
             w, h = slide.dimensions
-            image = slide.read_region(0, 0, 0, w, h)
-        compare(path, *pair(image), clf)
+            sources.append((path, slide.read_region(0, 0, 0, w, h)))
+    for copy_filter in args.copy_filter or ["box"]:
+        for name, image in sources:
+            compare(f"{name} [{copy_filter} copy]", *pair(image, copy_filter), clf)
 
 
 if __name__ == "__main__":

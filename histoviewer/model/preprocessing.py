@@ -16,11 +16,13 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
 
     Images are first brought to the model's own patch scale, ``info.patch_size``
     pixels (a 297 px patch of a 0.25 um/px slide becomes the 150 px a 0.495 um/px
-    model was trained on), with antialiased bilinear resampling, and only then
-    resized to ``S`` exactly as training tiles are (the recipe's PIL ``Resize``
-    150 -> 224). Going straight from 297 to 224 would hand the network finer detail
-    than any training tile had. Training tiles are already at ``patch_size``, so for
-    them the first step does nothing. Pixels are scaled to [0, 1] and normalised
+    model was trained on): larger ones by area averaging, each new pixel the mean of
+    the pixels it covers (what a coarser scanner's sensor pixel records), smaller
+    ones by bilinear interpolation; only then are they resized to ``S`` exactly as
+    training tiles are (the recipe's PIL ``Resize`` 150 -> 224). Going straight from
+    297 to 224 would hand the network finer detail than any training tile had.
+    Training tiles are already at ``patch_size``, so for them the first step does
+    nothing. Pixels are scaled to [0, 1] and normalised
     with ``info.mean`` / ``info.std``; non-square images are stretched. With
     ``channels_last`` the result uses the channels-last memory format (faster
     convolutions on GPUs and recent CPUs); its values and shape are the same.
@@ -39,7 +41,12 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
     scale, shift = 1.0 / (255.0 * std), -mean / std
     x = batch.to(torch.float32) * scale + shift  # still NHWC
     x = x.permute(0, 3, 1, 2)  # NCHW view with channels-last strides, no copy
-    for side in (info.patch_size, size):
+    patch = info.patch_size
+    if x.shape[-2] > patch or x.shape[-1] > patch:
+        # Each model pixel is the mean of the slide pixels it covers, as a sensor pixel
+        # of a coarser scan integrates the light falling on it.
+        x = F.interpolate(x, size=(patch, patch), mode="area")
+    for side in (patch, size):
         if x.shape[-2:] != (side, side):
             x = F.interpolate(
                 x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
