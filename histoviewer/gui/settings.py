@@ -7,7 +7,9 @@ temporary folder) and never touch the user's settings.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
@@ -167,9 +169,6 @@ def set_slide_scale(qs: QSettings, path: str, mpp: float | None) -> None:
 def _path_key(path: str) -> str:
     # Paths hold characters QSettings keys must not (slashes nest groups); a digest
     # of the resolved path is stable and safe.
-    import hashlib
-    from pathlib import Path
-
     resolved = str(Path(path).expanduser().resolve())
     return hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:32]
 

@@ -10,7 +10,6 @@ that file is opened again.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
@@ -38,15 +37,10 @@ class SlideScaleController(QObject):
         self.button = button
         self.button.setAutoRaise(True)
         self.button.clicked.connect(self.ask_and_set)
-        # What each open reader's file said, to go back to it.
-        self._file_scale: weakref.WeakKeyDictionary[SlideReader, tuple[float, str]] = (
-            weakref.WeakKeyDictionary()
-        )
         self.update_badge()
 
     def adopt(self, reader: SlideReader) -> None:
-        """Note what ``reader``'s file says and apply the scale remembered for it, if any."""
-        self._file_scale[reader] = (reader.mpp, reader.mpp_source)
+        """Apply the scale remembered for ``reader``'s file, if any."""
         if reader.path is None:
             return
         remembered = config.slide_scale(self.window.settings, str(reader.path))
@@ -56,17 +50,13 @@ class SlideScaleController(QObject):
             except ValueError:
                 config.set_slide_scale(self.window.settings, str(reader.path), None)
 
-    def file_scale(self, reader: SlideReader) -> tuple[float, str]:
-        """(um/px, source) as the file of ``reader`` gave it (source "assumed" if none)."""
-        return self._file_scale.get(reader, (reader.mpp, reader.mpp_source))
-
     def apply(self, reader: SlideReader, mpp: float | None) -> None:
         """Use ``mpp`` for ``reader`` (None, or the file's own value: the file's scale)
         and remember the choice for its file. ValueError for an implausible value."""
-        file_mpp, file_source = self.file_scale(reader)
+        file_mpp, file_source, _ = reader.file_scale
         back_to_file = mpp is None or (file_source != ASSUMED and abs(mpp - file_mpp) < 1e-9)
         if back_to_file:
-            reader.mpp, reader.mpp_source = file_mpp, file_source
+            reader.reset_mpp()
         else:
             reader.set_mpp(mpp, GIVEN_VIEWER)
         if reader.path is not None:
@@ -80,7 +70,7 @@ class SlideScaleController(QObject):
         slide = w.slide
         if slide is None:
             return
-        file_mpp, file_source = self.file_scale(slide)
+        file_mpp, file_source, _ = slide.file_scale
         if file_source == ASSUMED:
             said = "Its file records no usable scale."
         else:

@@ -127,7 +127,6 @@ def patches_across(length: int, patch: int, stride: int) -> int:
     With ``stride <= patch`` every pixel lies in some patch; with gaps (``stride >
     patch``) every pixel lies in some cell. The last patch may be shifted inward.
     """
-    # reach: how far past its start a patch's cell (or the patch) extends.
     if stride <= patch:
         return max(1, -(-(length - patch) // stride) + 1)
     return max(1, -(-(2 * length - patch - stride) // (2 * stride)) + 1)

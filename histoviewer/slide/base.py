@@ -51,6 +51,7 @@ class SlideReader:
     mpp: float = 0.495
     mpp_source: str = "assumed"
     mpp_note: str = ""
+    _file_scale: tuple[float, str, str] | None = None  # kept by the first set_mpp
     _lifetime: threading.Condition
     _readers: int
     _closed: bool
@@ -77,13 +78,20 @@ class SlideReader:
         """``(width, height)`` of level 0."""
         return self.level_dimensions[0]
 
+    @property
+    def file_scale(self) -> tuple[float, str, str]:
+        """``(mpp, mpp_source, mpp_note)`` as the slide's file gave them, whatever
+        :meth:`set_mpp` has set since."""
+        return self._file_scale or (self.mpp, self.mpp_source, self.mpp_note)
+
     def set_mpp(self, mpp: float, source: str) -> None:
         """Use ``mpp`` (microns per level-0 pixel) as the slide's scale from now on.
 
         For a scale a person knows better than the file (a missing or wrong value);
         ``source`` says who gave it (e.g. ``mpp.GIVEN_CLI``). Overriding a value the
-        file does record, by more than 5 %, is logged as a warning. Raises
-        ValueError for a value no microscope scan has (outside 0.05-40 um/px).
+        file does record, by more than 5 %, is logged as a warning; :meth:`reset_mpp`
+        goes back to the file's. Raises ValueError for a value no microscope scan has
+        (outside 0.05-40 um/px).
         """
         from histoviewer.slide import mpp as mpp_
 
@@ -91,16 +99,21 @@ class SlideReader:
             raise ValueError(
                 f"{mpp!r} um/px is not a plausible slide scale (expected 0.05 to 40 um/px)"
             )
-        if self.mpp_source != mpp_.ASSUMED and abs(mpp / self.mpp - 1) > 0.05:
+        file_mpp, file_source, _ = self._file_scale = self.file_scale
+        if file_source != mpp_.ASSUMED and abs(mpp / file_mpp - 1) > 0.05:
             log.warning(
                 "%s: its file says %g um/px (%s); using %g um/px (%s) instead",
                 self._name(),
-                self.mpp,
-                self.mpp_source,
+                file_mpp,
+                file_source,
                 mpp,
                 source,
             )
         self.mpp, self.mpp_source, self.mpp_note = float(mpp), source, ""
+
+    def reset_mpp(self) -> None:
+        """Use the scale the slide's file gives again (undoes :meth:`set_mpp`)."""
+        self.mpp, self.mpp_source, self.mpp_note = self.file_scale
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The smallest level that still has at least the detail of ``downsample``.

@@ -171,6 +171,13 @@ def test_unknown_scale_is_assumed_and_says_why(tmp_path, he_image):
         assert slide.mpp_source == "assumed"
         # 72 dpi is a software default, not a scan: 352.8 um/px.
         assert slide.mpp_note == "its file's 352.778 µm/px (NDPI/TIFF resolution) is not plausible"
+        slide.set_mpp(0.25, "given")
+        assert (slide.mpp, slide.mpp_source, slide.mpp_note) == (0.25, "given", "")
+        slide.set_mpp(0.3, "given")
+        assert slide.file_scale[:2] == (0.495, "assumed")  # the file's, not the last one set
+        slide.reset_mpp()
+        assert (slide.mpp, slide.mpp_source) == (0.495, "assumed")
+        assert slide.mpp_note.startswith("its file's 352.778")
     bare = tmp_path / "bare.png"
     Image.fromarray(he_image).save(bare)
     with open_slide(bare) as slide:
