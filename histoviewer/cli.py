@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +86,21 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
+def _os_error_line(exc: OSError) -> str:
+    from histoviewer.fileio import describe_os_error
+
+    name = exc.filename if exc.filename is not None else ""
+    return f"{os.fsdecode(name)}: {describe_os_error(exc)}" if name else describe_os_error(exc)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 class _LineFormatter(logging.Formatter):
     """'histoviewer: warning: ...' for warnings and errors, 'histoviewer: ...' otherwise."""
 
@@ -108,6 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("histoviewer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`histoviewer info SLIDE | head -1`): stop
+        # quietly, as other command-line tools do, and keep Python from complaining
+        # again when it flushes stdout at exit.
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, the status of a tool stopped by the broken pipe
+    except OSError as exc:  # the environment (a name too long, a vanished file), not a bug
+        if args.debug:
+            raise
+        print(f"histoviewer: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug: still one line, unless --debug asks for more
         if args.debug:
             raise

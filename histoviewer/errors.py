@@ -28,3 +28,7 @@ class DeviceError(HistoViewerError):
 
 class StorageError(HistoViewerError):
     """Results could not be written (disk full, no permission, ...)."""
+
+
+class UnsafeFileError(ModelError):
+    """A checkpoint that holds code (pickled Python objects): refused, never loaded."""

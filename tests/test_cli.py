@@ -1,6 +1,13 @@
 """The top-level command: dispatch, one-line errors, exit codes."""
 
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
 import pytest
+import tifffile
 
 from histoviewer import cli
 from histoviewer.slide.synthetic import write_strip_tiff
@@ -94,3 +101,67 @@ def test_map_refuses_an_unwritable_out_folder_before_mapping(capsys, tmp_path, m
     monkeypatch.setattr("histoviewer.model.load_model", must_not_run)
     code, _, err = run(capsys, "map", str(path), "--model", "m.safetensors", "--out", str(blocker))
     assert code == 1 and "is a file, not a folder" in err
+
+
+def _name_max(folder) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+@pytest.mark.parametrize("where", ["slide", "out", "train-data", "model"])
+def test_names_over_the_systems_limit_are_one_clear_line(capsys, tmp_path, where):
+    too_long = "n" * (_name_max(tmp_path) + 10)
+    slide = write_strip_tiff(tmp_path / "s.tif", width=400, height=300)
+    argv = {
+        "slide": ["map", str(tmp_path / f"{too_long}.tif"), "--model", "m.pt", "--out", "o"],
+        "out": ["map", str(slide), "--model", "m.pt", "--out", str(tmp_path / too_long)],
+        "train-data": ["train", str(tmp_path / too_long), "--out", str(tmp_path / "run")],
+        "model": ["map", str(slide), "--model", str(tmp_path / f"{too_long}.pt"), "--out", "o"],
+    }[where]
+    code, _, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("histoviewer: error:") and "unexpected" not in err
+    assert "the name is too long for the file system" in lines[0]
+
+
+def _histoviewer(*argv: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "histoviewer", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_a_closed_pipe_stops_the_output_quietly(tmp_path):
+    slide = write_strip_tiff(tmp_path / "s.tif", width=400, height=300)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -0`: the reader is gone before anything is written
+    proc = _histoviewer("info", str(slide), stdout=write_end)
+    os.close(write_end)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141
+    assert err == ""
+
+
+def test_tifffiles_own_warnings_do_not_reach_the_terminal(tmp_path):
+    path = tmp_path / "odd.tif"
+    image = np.zeros((256, 256, 3), np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, photometric="rgb", tile=(128, 128))
+        tif.write(image[::2, ::2], photometric="rgb", tile=(128, 128))
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        first = tif.pages[0].offset
+    (entries,) = struct.unpack("<H", data[first : first + 2])
+    next_ifd = first + 2 + 12 * entries
+    data[next_ifd : next_ifd + 4] = struct.pack("<I", len(data) + 1000)  # past the end
+    path.write_bytes(bytes(data))
+    proc = _histoviewer("info", str(path), stdout=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "256 x 256" in out
+    assert "invalid page offset" not in err and "tifffile" not in err.lower()

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from histoviewer.errors import ModelError
-from histoviewer.fileio import atomic_write_bytes
+from histoviewer.errors import ModelError, UnsafeFileError
+from histoviewer.fileio import atomic_write_bytes, describe_os_error, missing_reason
 from histoviewer.model.classifier import Classifier
 from histoviewer.model.info import ModelInfo
 from histoviewer.model.network import ARCHITECTURES, arch_from_keys, build_network
@@ -96,7 +97,7 @@ def _model_file(path: Path) -> Path:
             raise ModelError(f"the model folder {path} holds no {MODEL_FILE}")
         return path / MODEL_FILE
     if not path.exists():
-        raise ModelError(f"the model file {path} does not exist")
+        raise ModelError(f"cannot open the model file {path}: {missing_reason(path)}")
     if not path.is_file():
         raise ModelError(f"{path} is not a model file")
     return path
@@ -109,7 +110,7 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], ModelInfo, bool]:
             head = fh.read(16)
         size = file.stat().st_size
     except OSError as exc:
-        raise ModelError(f"cannot read the model file {file}: {exc.strerror}") from None
+        raise ModelError(f"cannot read the model file {file}: {describe_os_error(exc)}") from None
     if size == 0:
         raise ModelError(f"the model file {file} is empty")
     if _looks_like_safetensors(head):
@@ -145,19 +146,34 @@ def _read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return state, metadata
 
 
-def _read_torch(file: Path) -> tuple[dict[str, torch.Tensor], ModelInfo, bool]:
+def load_pickled(file: Path) -> Any:
+    """``torch.load`` of ``file`` restricted to tensors and plain containers.
+
+    The file is handed over open, so torch never picks a reader from its name (a
+    pickle named ``.safetensors`` is read as what it is), and torch's own warnings
+    stay out of the user's terminal. Raises ModelError: "``file`` refused: it contains
+    code ..." for a pickle of Python objects, "... is damaged or incomplete" otherwise.
+    """
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        with open(file, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower() and not _truncated_message(exc):
-            raise ModelError(
-                f"refusing to load {file}: it contains Python objects or code, not just "
-                "weights, and loading it could run that code"
+            raise UnsafeFileError(
+                f"{file} refused: it contains code (Python objects, not only weights), "
+                "and loading it could run that code"
             ) from None
         raise ModelError(f"the model file {file} is damaged or incomplete") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+    except OSError as exc:
+        raise ModelError(f"cannot read the model file {file}: {describe_os_error(exc)}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:
         log.debug("torch.load(%s) failed: %s", file, exc)
         raise ModelError(f"the model file {file} is damaged or incomplete") from None
+
+
+def _read_torch(file: Path) -> tuple[dict[str, torch.Tensor], ModelInfo, bool]:
+    obj = load_pickled(file)
     if not isinstance(obj, dict):
         raise ModelError(f"{file} holds a {type(obj).__name__}, not model weights")
     if "model" in obj and isinstance(obj["model"], dict):  # the trainer's last.pt

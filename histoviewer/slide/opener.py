@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from histoviewer.errors import SlideError
+from histoviewer.fileio import describe_os_error, missing_reason
 from histoviewer.slide import openslide_backend
 from histoviewer.slide.base import SlideReader
 from histoviewer.slide.image import ImageSlide
@@ -52,7 +53,7 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
     """
     path = Path(path)
     if not path.exists():
-        raise SlideError(f"cannot open {path}: the file does not exist")
+        raise SlideError(f"cannot open {path}: {missing_reason(path)}")
     if path.is_dir():
         raise SlideError(f"cannot open {path}: it is a folder, not a slide file")
     suffix = path.suffix.lower()
@@ -65,7 +66,7 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
         with open(path, "rb") as fh:
             head = fh.read(8)
     except OSError as exc:
-        raise SlideError(f"cannot open {path}: {exc.strerror or exc}") from None
+        raise SlideError(f"cannot open {path}: {describe_os_error(exc)}") from None
     if not head:
         raise SlideError(f"cannot open {path}: the file is empty (0 bytes)")
     if head.startswith(_TIFF_MAGIC):

@@ -29,6 +29,23 @@ from histoviewer.slide.tilecache import TileCache
 
 logger = logging.getLogger(__name__)
 
+
+class _TifffileNotes(logging.Handler):
+    """tifffile's own warnings about a file's quirks, as our debug lines.
+
+    Without a handler they would reach stderr raw (Python's last-resort handler),
+    in tifffile's words and between our one-line messages; what matters to the
+    user is said by our own checks and errors.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.debug("tifffile: %s", record.getMessage())
+
+
+_tifffile_log = logging.getLogger("tifffile")
+_tifffile_log.addHandler(_TifffileNotes())
+_tifffile_log.propagate = False
+
 # Series that hold pictures of the glass slide, not levels of the tissue image.
 _AUXILIARY = {"thumbnail", "label", "macro", "map", "overview"}
 _PHOTOMETRIC = {0: MINISWHITE, 1: MINISBLACK, 2: RGB, 3: PALETTE, 6: YCBCR}

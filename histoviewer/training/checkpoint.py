@@ -14,16 +14,14 @@ Written atomically: an interrupted write leaves the previous file intact.
 from __future__ import annotations
 
 import io
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from histoviewer.errors import HistoViewerError
+from histoviewer.errors import HistoViewerError, ModelError, UnsafeFileError
 from histoviewer.fileio import atomic_write_bytes
 
 FORMAT = "histoviewer-training"
@@ -69,17 +67,13 @@ def load_last(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise HistoViewerError(f"cannot resume: {path} does not exist (no earlier run there)")
+    from histoviewer.model.checkpoint import load_pickled
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        KeyError,
-    ):
+        obj = load_pickled(path)
+    except UnsafeFileError as exc:
+        raise HistoViewerError(f"cannot resume: {exc}") from None
+    except ModelError:
         raise HistoViewerError(
             f"cannot resume from {path}: the file is damaged or not a training checkpoint"
         ) from None

@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 
 from histoviewer.classes import color_for, name_from_folder
 from histoviewer.errors import DatasetError
+from histoviewer.fileio import missing_reason
 from histoviewer.tasks import CancelToken
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def _is_junk(name: str) -> bool:
 def _open_source(source: str | os.PathLike) -> _Source:
     path = Path(source).expanduser()
     if not path.exists():
-        raise DatasetError(f"the dataset {path} does not exist")
+        raise DatasetError(f"cannot open the dataset {path}: {missing_reason(path)}")
     if path.is_dir():
         return _FolderSource(path)
     if zipfile.is_zipfile(path):

@@ -121,11 +121,11 @@ def test_unreadable_file(tmp_path, he_image, monkeypatch):
     path = syn.write_strip_tiff(tmp_path / "locked.tif", he_image)
 
     def no_permission(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+        raise PermissionError(13, "permission denied")
 
     # Tests run as root here, where chmod 0 would not stop reading.
     monkeypatch.setattr(opener, "open", no_permission, raising=False)
-    _refused(path, "Permission denied")
+    _refused(path, "permission denied")
 
 
 def test_file_dialog_filter_lists_every_extension():
