@@ -125,8 +125,8 @@ def _resolve_target(path: Path) -> Path:
         raise StorageError(f"cannot write {path}: it is a symbolic link loop") from exc
 
 
-def _existing_mode(target: Path, shown: Path) -> int | None:
-    """The permission bits of the file being replaced (None: there is none).
+def _existing(target: Path, shown: Path) -> os.stat_result | None:
+    """The status of the file being replaced (None: there is none).
 
     Raises StorageError for a read-only file: its owner asked for it not to change.
     """
@@ -146,7 +146,16 @@ def _existing_mode(target: Path, shown: Path) -> int | None:
             f"cannot write {shown}: the file is read-only (make it writable, or choose "
             "another name or folder, to replace it)"
         )
-    return stat.S_IMODE(st.st_mode)
+    return st
+
+
+def _keep_owner(tmp: Path, old: os.stat_result) -> None:
+    """Give the new file the replaced file's owner and group, where we may (an
+    administrator replacing a user's file, or a user keeping a shared group)."""
+    if (old.st_uid, old.st_gid) == (os.geteuid(), os.getegid()) or not hasattr(os, "chown"):
+        return
+    with contextlib.suppress(OSError):
+        os.chown(tmp, old.st_uid, old.st_gid)
 
 
 @contextlib.contextmanager
@@ -156,7 +165,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write supports modes 'w' and 'wb' only")
     target = _resolve_target(shown)
-    old_mode = _existing_mode(target, shown)
+    old = _existing(target, shown)
     tmp = target.parent / temp_name()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +180,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(fh.fileno())
         # Made private (0600) while written; then the mode of the file it replaces, or the
         # one a plain open() would give.
-        os.chmod(tmp, old_mode if old_mode is not None else 0o666 & ~_UMASK)
+        if old is not None:
+            _keep_owner(tmp, old)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except OSError as exc:
         _unlink_quietly(tmp)

@@ -178,3 +178,13 @@ def test_free_space_is_checked_against_what_will_be_written(tmp_path, monkeypatc
         r"50\.0 MB free",
     ):
         fileio.ensure_free_space(tmp_path, 200 * 2**20, "the maps")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_an_administrator_replacing_a_users_file_keeps_its_owner(tmp_path):
+    target = tmp_path / "slide.summary.json"
+    target.write_text("{}")
+    os.chown(target, 1234, 5678)
+    fileio.atomic_write_text(target, '{"new": true}')
+    st = target.stat()
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
