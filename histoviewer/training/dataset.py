@@ -16,7 +16,8 @@ and of one size, because a pixel of every tile must cover the same microns (a
 DatasetError names the odd files otherwise). An explicit ``size`` resizes every
 tile to ``S = size`` instead (non-square ones centre-cropped first) and says so.
 A file that cannot be decoded is logged, recorded in ``TileDataset.skipped`` and
-left out; a layout that cannot be used raises
+left out; so is a file larger than :data:`MAX_TILE_BYTES`, which is never read (and
+named in ``TileDataset.notes``). A layout that cannot be used raises
 :class:`~histoviewer.errors.DatasetError` naming the folder or file.
 """
 
@@ -33,13 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from histoviewer.classes import color_for, name_from_folder
 from histoviewer.errors import DatasetError
-from histoviewer.fileio import missing_reason
+from histoviewer.fileio import format_bytes, missing_reason
 from histoviewer.tasks import CancelToken
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,23 @@ _MAX_DEPTH = 5
 _EXAMPLES = 3
 # How to get past a size problem, for messages seen on the command line and in the app.
 _SIZE_ADVICE = "choose a patch size (--patch-size N; in the app, Advanced > Tile size)"
+
+#: The largest file read as a tile, in bytes (uncompressed, for a zip member). A tile is
+#: a few hundred pixels square: a Kather 2016 TIFF is 68 KB, and even an uncompressed
+#: 4096 x 4096 RGBA image is 64 MiB. A larger file is a whole slide or a zip bomb (a
+#: 2.6 MB zip can hold a 2 GiB member), and reading it whole would take its size in
+#: memory (twice: header probe, then decoding) for nothing a tile could use. Such files
+#: are left out unread, and no read goes past this even when a zip header understates
+#: the size of a member.
+MAX_TILE_BYTES = 64 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    """A file larger than :data:`MAX_TILE_BYTES` (``size``: its size, where known)."""
+
+    def __init__(self, size: int | None = None) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 def _image_extensions() -> frozenset[str]:
@@ -214,7 +233,11 @@ class _FolderSource(_Source):
         return files, dirs
 
     def read(self, member: str) -> bytes:
-        return (self.path / member).read_bytes()
+        with open(self.path / member, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_TILE_BYTES:
+                raise _TooLarge(size)
+            return _read_bounded(fh)
 
     def display(self, member: str) -> str:
         return str(self.path / member) if member else str(self.path)
@@ -246,13 +269,26 @@ class _ZipSource(_Source):
 
     def read(self, member: str) -> bytes:
         with self._lock:
-            return self._zip.read(member)
+            info = self._zip.getinfo(member)
+            if info.file_size > MAX_TILE_BYTES:
+                raise _TooLarge(info.file_size)
+            with self._zip.open(info) as fh:
+                return _read_bounded(fh)
 
     def display(self, member: str) -> str:
         return f"{self.path}:{member}" if member else str(self.path)
 
     def close(self) -> None:
         self._zip.close()
+
+
+def _read_bounded(fh: BinaryIO) -> bytes:
+    """All of ``fh``, but never more than :data:`MAX_TILE_BYTES` read (raises _TooLarge):
+    a size in a header can lie, and a zip member decompresses to what it holds."""
+    data = fh.read(MAX_TILE_BYTES + 1)
+    if len(data) > MAX_TILE_BYTES:
+        raise _TooLarge()
+    return data
 
 
 def _is_junk(name: str) -> bool:
@@ -406,7 +442,17 @@ def _decode(data: bytes, size: int) -> tuple[np.ndarray, bool]:
         return np.asarray(rgb, dtype=np.uint8), changed
 
 
+def _too_large(size: int | None) -> str:
+    actual = f" ({format_bytes(size)})" if size is not None else ""
+    return (
+        f"larger than {format_bytes(MAX_TILE_BYTES)}{actual}, too large for a tile "
+        "(a whole slide?); left out unread"
+    )
+
+
 def _decode_error(exc: Exception) -> str:
+    if isinstance(exc, _TooLarge):
+        return _too_large(exc.size)
     if isinstance(exc, UnidentifiedImageError):
         return "not a readable image (Pillow cannot identify it)"
     if isinstance(exc, Image.DecompressionBombError):
@@ -545,6 +591,7 @@ def _decode_all(
     ok = np.zeros(n, dtype=bool)
     changed = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
+    too_large: list[int] = []
 
     def probe(i: int) -> None:
         try:
@@ -553,6 +600,8 @@ def _decode_all(
             # Any failure of one file (bad bytes, a codec bug, a damaged zip member) must
             # cost that file only, not a run over thousands of images.
             errors[i] = _decode_error(exc)
+            if isinstance(exc, _TooLarge):
+                too_large.append(i)
 
     def decode_into(images: np.ndarray, i: int) -> None:
         if i not in sizes:
@@ -585,6 +634,16 @@ def _decode_all(
         item = SkippedFile(src.display(index.entries[i][2]), errors[i])
         log.warning("skipping %s: %s", item.path, item.reason)
         skipped.append(item)
+    notes = list(plan.notes)
+    if too_large:
+        rows = sorted(too_large)
+        named = [_member_name(index.entries[i][2]) for i in rows[:_EXAMPLES]]
+        more = f" and {len(rows) - len(named)} more" if len(rows) > len(named) else ""
+        notes.append(
+            f"{len(rows)} {'file was' if len(rows) == 1 else 'files were'} larger than "
+            f"{format_bytes(MAX_TILE_BYTES)}, too large for a tile, and left out unread: "
+            f"{', '.join(named)}{more}"
+        )
     labels = index.labels
     for cid, _folder in enumerate(index.class_folders):
         in_class = labels == cid
@@ -611,7 +670,7 @@ def _decode_all(
             _size_text(*s): c for s, c in sorted(plan.counts.items(), key=lambda x: -x[1])
         },
         resized=[src.display(index.entries[i][2]) for i in keep if changed[i]],
-        notes=list(plan.notes),
+        notes=notes,
     )
 
 

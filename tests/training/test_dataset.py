@@ -211,3 +211,117 @@ def test_lossless_kather_tiles_decode_pixel_exact(kather_dir):
     for image, label, stem in zip(ds.images, ds.labels, ds.stems, strict=True):
         row = manifest[(ds.class_folders[label], stem)]
         assert hashlib.sha256(image.tobytes()).hexdigest() == row["rgb_pixels_sha256"]
+
+
+def _add_zeros_member(archive: Path, name: str, size: int) -> None:
+    """Append a member of ``size`` zero bytes, streamed (deflated to about size / 1000)."""
+    chunk = bytes(1 << 20)
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w") as fh:
+        for start in range(0, size, len(chunk)):
+            fh.write(chunk[: min(len(chunk), size - start)])
+
+
+def _claim_size(archive: Path, name: str, size: int) -> None:
+    """Make the central directory say member ``name`` holds ``size`` bytes uncompressed
+    (what zipfile reads as ZipInfo.file_size): a header that lies, cheaply."""
+    data = bytearray(archive.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        length = int.from_bytes(data[at + 28 : at + 30], "little")
+        if data[at + 46 : at + 46 + length].decode() == name:
+            data[at + 24 : at + 28] = size.to_bytes(4, "little")
+            archive.write_bytes(bytes(data))
+            return
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"{name} is not in {archive}")
+
+
+def test_a_zip_member_too_large_for_a_tile_is_left_out_unread(tmp_path: Path):
+    import tracemalloc
+
+    from histoviewer.training.dataset import MAX_TILE_BYTES
+
+    root = make_tiles(tmp_path / "t", per_class=3)
+    archive = zip_folder(root, tmp_path / "t.zip", junk=False)
+    # 65 MiB of zeros: 66 KB in the zip, just past the limit of 64 MiB.
+    _add_zeros_member(archive, f"{CLASS_FOLDERS[0]}/huge.png", MAX_TILE_BYTES + (1 << 20))
+    assert archive.stat().st_size < 1_000_000
+    tracemalloc.start()
+    try:
+        ds = load_tiles(archive, workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024  # the member was never read
+    assert ds.class_counts() == [3, 3, 3]
+    (skipped,) = ds.skipped
+    assert skipped.path == f"{archive}:{CLASS_FOLDERS[0]}/huge.png"
+    assert skipped.reason == (
+        "larger than 64.0 MB (65.0 MB), too large for a tile (a whole slide?); left out unread"
+    )
+    assert ds.notes == [
+        f"1 file was larger than 64.0 MB, too large for a tile, and left out unread: "
+        f"{CLASS_FOLDERS[0]}/huge.png"
+    ]
+
+
+def test_a_zip_member_whose_header_claims_2_gib_is_not_read(tmp_path: Path, monkeypatch):
+    root = make_tiles(tmp_path / "t", per_class=3)
+    archive = zip_folder(root, tmp_path / "t.zip", junk=False)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(f"{CLASS_FOLDERS[1]}/bomb.tif", b"small, but the header says 2 GiB")
+    _claim_size(archive, f"{CLASS_FOLDERS[1]}/bomb.tif", 2**31)
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "open",
+        lambda self, name, *a, **k: (
+            opened.append(getattr(name, "filename", name)) or real_open(self, name, *a, **k)
+        ),
+    )
+    ds = load_tiles(archive, workers=1)
+    assert f"{CLASS_FOLDERS[1]}/bomb.tif" not in opened and len(opened) == 2 * 9
+    assert ds.class_counts() == [3, 3, 3]
+    (skipped,) = ds.skipped
+    assert "larger than 64.0 MB (2.0 GB), too large for a tile" in skipped.reason
+
+
+def test_a_large_file_in_a_folder_is_left_out_too(tmp_path: Path, monkeypatch):
+    from histoviewer.training import dataset
+
+    monkeypatch.setattr(dataset, "MAX_TILE_BYTES", 64 * 1024)
+    root = make_tiles(tmp_path / "t", per_class=3)
+    # A readable tile with 100 KB of trailing bytes (PNG readers ignore them).
+    big = root / CLASS_FOLDERS[2] / "padded.png"
+    big.write_bytes((root / CLASS_FOLDERS[2] / "tile_000.png").read_bytes() + bytes(100_000))
+    ds = load_tiles(root)
+    assert ds.class_counts() == [3, 3, 3]
+    (skipped,) = ds.skipped
+    assert Path(skipped.path) == big
+    assert (
+        skipped.reason.startswith("larger than 64.0 KB (10") and "left out unread" in skipped.reason
+    )
+
+
+def test_no_read_goes_past_the_limit_whatever_a_header_says(monkeypatch):
+    import io
+
+    from histoviewer.training import dataset
+
+    monkeypatch.setattr(dataset, "MAX_TILE_BYTES", 1000)
+    requested = []
+
+    class Endless(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            requested.append(len(buffer))
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    with pytest.raises(dataset._TooLarge):
+        dataset._read_bounded(Endless())
+    assert sum(requested) <= 1001
+    assert dataset._read_bounded(io.BytesIO(bytes(1000))) == bytes(1000)
