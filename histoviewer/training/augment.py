@@ -11,7 +11,12 @@ replays identically after a resume.
   resized back to S (bilinear): +-20 % magnification at 0.8.
 - stain jitter: each image's optical density is split into haematoxylin, eosin and DAB
   (Ruifrok & Johnston 2001) and each stain scaled by U(1-s, 1+s) and shifted by
-  U(-s, s) OD units (Tellez et al. 2018).
+  U(-s, s) OD units (Tellez et al. 2018). This is scikit-image's colour deconvolution
+  (``hed2rgb(rgb2hed(x) * scale + shift / ln(10^6))``: rgb2hed's stains are natural-log
+  optical densities divided by ln(10^6), ours are not), tested against it, with two
+  differences where rgb2hed loses information: stain amounts below zero are kept, not
+  clipped, and a pixel value v is read as (255 v + 1) / 256 (exactly undone), so that
+  black is finite; with scale 1 and shift 0 every image comes back unchanged.
 - colour jitter: brightness, contrast and saturation factors U(1-c, 1+c); no hue
   rotation, which would give colours no H&E slide has.
 """
