@@ -41,6 +41,7 @@ from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
 from histoviewer.tasks import format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
+from histoviewer.training.trainer import earlier_run_files
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,12 @@ class TrainingDialog(QDialog):
             cfg = self.form.config()
         except HistoViewerError as exc:
             self.show_error(str(exc))
+            return None
+        if earlier_run_files(cfg.out):
+            # The folder was free when it was checked; a run has been written there since.
+            # (fit() would refuse it too, but here the form can offer Resume at once.)
+            self.show_error(f"{cfg.out} now holds a training run; choose another folder")
+            self.form.inspect_output()
             return None
         self.form.remember()
         return self._launch(cfg, resume=False)

@@ -4,7 +4,8 @@
 on a worker thread: file names only, nothing decoded) and shows its classes and
 image counts, or the :class:`~histoviewer.errors.DatasetError` in red. It looks
 into the output folder too: a ``last.pt`` there is an earlier run, which can be
-resumed (its settings are shown) but not overwritten by a new one.
+resumed (its settings are shown) but not overwritten by a new one; other files of a
+run without a ``last.pt`` make the folder unusable for a new run as well.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from histoviewer.errors import HistoViewerError
 from histoviewer.gui import settings as config
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.model import ARCHITECTURES
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
 from histoviewer.training.checkpoint import LAST_FILE, load_last
+from histoviewer.training.trainer import earlier_run_files
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,15 @@ def new_run_folder(root: Path, preset_name: str) -> Path:
 
 def inspect_run(folder: str) -> EarlierRun | None:
     """The earlier run in ``folder``, None when there is none (raises HistoViewerError
-    when ``last.pt`` is there but unreadable)."""
+    when ``last.pt`` is there but unreadable, or missing beside other files of a run)."""
     path = Path(folder) / LAST_FILE
     if not path.is_file():
+        if files := earlier_run_files(folder):
+            # A model or report without the checkpoint: nothing to resume, much to lose.
+            raise HistoViewerError(
+                f"{folder} holds files of an earlier run "
+                f"({', '.join(p.name for p in files)}) but no {LAST_FILE} to resume it"
+            )
         return None
     checkpoint = load_last(path)
     cfg = checkpoint.get("config", {})

@@ -5,9 +5,12 @@ only, no pickled objects): ``format``, ``version``, ``model`` (state_dict), ``in
 (ModelInfo dict, so :func:`histoviewer.model.load_model` accepts the file), ``optimizer``,
 ``scheduler``, ``epoch`` (completed epochs), ``config`` (TrainConfig dict), ``history``
 (one dict per epoch), ``best_val_loss``, ``best_epoch``, ``data`` (class folders, split
-counts and a fingerprint of the split), ``rng`` (torch, CUDA, Python and NumPy states)
-and ``processes`` (how many torchrun processes trained it; rank 0 writes the file, with
-the bare network's weights, never DDP's "module."-prefixed ones).
+counts and a fingerprint of the split), ``rng`` (torch, CUDA, Python and NumPy
+states), ``processes`` (how many torchrun processes trained it; rank 0 writes the file, with
+the bare network's weights, never DDP's "module."-prefixed ones) and ``extensions``
+(each time the run was extended to more epochs: ``from_epochs``, ``to_epochs``,
+``after_epoch``). Of ``scheduler`` only the step count (``last_epoch``) is used on
+resume: the rates are recomputed for the run's length (engine.make_scheduler).
 Written atomically: an interrupted write leaves the previous file intact.
 """
 

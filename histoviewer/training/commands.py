@@ -1,7 +1,7 @@
 """The `train` and `evaluate` subcommands.
 
     histoviewer train DATA --out DIR [--mpp UM] [--patch-size PX] [--preset recipe|best]
-                      [--epochs N] [--resume] ...
+                      [--epochs N] [--resume | --overwrite] ...
     histoviewer evaluate MODEL DATA [--split test|val|train|all] [--json]
 
 cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
@@ -118,7 +118,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each process's share",
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in DIR from its last.pt"
+        "--resume",
+        action="store_true",
+        help="continue the run in DIR from its last.pt; with more --epochs than it was "
+        "started with, extend it (the learning-rate schedule is recomputed for the new length)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the earlier run in DIR: its files are removed once the tiles are loaded "
+        "(without this, a folder that holds a run is refused)",
     )
     train.set_defaults(func=run_train)
 
@@ -160,6 +169,11 @@ def _config_from_args(args: argparse.Namespace):
     }
     if getattr(args, "mpp", None) is not None:
         overrides["mpp"] = _parse_mpp(args.mpp)
+    if args.resume and getattr(args, "overwrite", False):
+        raise HistoViewerError(
+            "--resume continues the run in the output folder and --overwrite replaces it: "
+            "give one of them, not both"
+        )
     if args.resume:
         from histoviewer.training.trainer import resume_config
 
@@ -183,7 +197,14 @@ def run_train(args: argparse.Namespace) -> int:
         # Under torchrun, Ctrl-C reaches torchrun, which stops all processes together.
         previous = None if ctx.is_distributed else _install_sigint(cancel)
         try:
-            result = fit(config, bar, cancel, resume=args.resume, dist=ctx)
+            result = fit(
+                config,
+                bar,
+                cancel,
+                resume=args.resume,
+                dist=ctx,
+                overwrite=getattr(args, "overwrite", False),
+            )
         finally:
             bar.close()
             if previous is not None:
@@ -209,6 +230,12 @@ def run_train(args: argparse.Namespace) -> int:
         f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     )
     print(f"model: {result.best_path}\nreport: {out / 'report.json'}")
+    for extension in result.extensions:
+        print(
+            f"extended from {extension['from_epochs']} to {extension['to_epochs']} epochs "
+            f"after epoch {extension['after_epoch']} (learning-rate schedule recomputed for "
+            f"{extension['to_epochs']} epochs)"
+        )
     _print_scale(result)
     return 0
 

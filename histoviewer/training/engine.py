@@ -99,14 +99,19 @@ def make_optimizer(config: TrainConfig, network: nn.Module) -> torch.optim.Optim
     )
 
 
-def make_scheduler(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """StepLR per epoch, or warm-up + cosine per iteration, or a constant rate."""
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate after ``step`` scheduler steps, as a fraction of ``config.lr``.
+
+    "step": ``gamma ** (epoch // step_size)`` (StepLR's rates; one step per epoch);
+    "cosine": a linear warm-up over ``warmup_epochs``, then a cosine decay to
+    ``min_lr_ratio`` that ends with the run (one step per batch), so the rate at any step
+    depends on the run's length (``config.epochs``); "none": 1.
+    """
     if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+        step_size, gamma = config.step_size, config.gamma
+        return lambda epoch: gamma ** (epoch // step_size)
     if config.scheduler == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        return lambda step: 1.0
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, config.warmup_epochs * steps_per_epoch)
     floor = config.min_lr_ratio
@@ -117,7 +122,25 @@ def make_scheduler(
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, done: int = 0
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule of :func:`lr_factor` (stepped per epoch for "step", else per batch).
+
+    ``done``: scheduler steps already taken (a resumed run, its optimizer state loaded):
+    the scheduler starts there and the optimizer's rate is set to that step's. Every rate
+    is computed from the step number, never from the previous rate, so a resumed run
+    (and one extended to more epochs) gets exactly the rates of a run of
+    ``config.epochs`` epochs trained without a break.
+    """
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", config.lr)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(config, steps_per_epoch), last_epoch=done - 1
+    )
 
 
 def steps_per_epoch(n_train: int, config: TrainConfig, processes: int = 1) -> int:
@@ -203,10 +226,19 @@ class Engine:
         )
         self.augment = Augmenter(config)
         self.optimizer = make_optimizer(config, self.network)
-        self.scheduler = make_scheduler(
-            config, self.optimizer, steps_per_epoch(n_train, config, processes)
-        )
+        self.steps_per_epoch = steps_per_epoch(n_train, config, processes)
+        self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.per_iteration = config.scheduler != "step"
+
+    def resume_schedule(self, steps: int) -> None:
+        """Continue the learning-rate schedule after ``steps`` scheduler steps (call it
+        after loading the optimizer state of a resumed run).
+
+        The scheduler is rebuilt for this run's length rather than loaded: a saved
+        scheduler holds the rates of the saved run's length, and a run extended to more
+        epochs must follow the schedule of a run that long from the resume point on.
+        """
+        self.scheduler = make_scheduler(self.config, self.optimizer, self.steps_per_epoch, steps)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(

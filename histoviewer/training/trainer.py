@@ -9,6 +9,11 @@ Files written to ``config.out`` (all atomically):
   its test metrics;
 - ``report.json``, ``curves.png``, ``confusion_matrix.png`` once training is done.
 
+A new run never writes over an earlier one: a folder holding one is refused unless the
+caller asks to overwrite it, and then its files are removed before the first new one
+is written. Whether the disk has room for the run's files is checked before any tile
+is read.
+
 Progress goes to a callback as :class:`TrainEvent` objects (from the calling thread),
 and to ``logging``. A :class:`~histoviewer.tasks.CancelToken` stops the run at the
 next batch; ``last.pt`` then holds the last completed epoch and ``fit(..., resume=True)``
@@ -24,6 +29,7 @@ process reads ``last.pt``, so ``out`` must be on a file system all nodes share.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import platform
@@ -39,8 +45,13 @@ import torch
 
 from histoviewer import distributed
 from histoviewer.distributed import DistContext
-from histoviewer.errors import DeviceError, HistoViewerError
-from histoviewer.fileio import atomic_write_text, ensure_writable_dir
+from histoviewer.errors import DeviceError, HistoViewerError, StorageError
+from histoviewer.fileio import (
+    atomic_write_text,
+    describe_os_error,
+    ensure_free_space,
+    ensure_writable_dir,
+)
 from histoviewer.model import ModelInfo, build_network, load_model, save_model
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.tasks import Cancelled, CancelToken
@@ -62,6 +73,20 @@ log = logging.getLogger(__name__)
 
 BEST_FILE = "best.safetensors"
 SPLIT_FILE = "split.csv"
+#: Every file a run writes into its folder.
+RUN_FILES = (
+    LAST_FILE,
+    BEST_FILE,
+    reporting.REPORT_FILE,
+    reporting.CURVES_FILE,
+    reporting.CONFUSION_FILE,
+    SPLIT_FILE,
+)
+# Classes assumed when the size of a run's files is estimated before the data is read:
+# the final layer is a sliver of a ResNet (2048 x 16 of ResNet-50's 23.5 M weights).
+_ESTIMATE_CLASSES = 16
+# The report, the two figures and split.csv together, generously.
+_REPORT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -96,7 +121,9 @@ class FitResult:
     """What a run produced. ``cancelled`` runs have no test metrics and no report.
 
     ``scale``: the tiles' and the model's scale (see :func:`scale_summary`); ``notes``:
-    sentences the user should read (an assumed scale, resized tiles).
+    sentences the user should read (an assumed scale, resized tiles); ``extensions``:
+    each time the run was extended to more epochs, ``{"from_epochs", "to_epochs",
+    "after_epoch"}`` (also in last.pt and report.json as ``extended``).
     """
 
     out: Path
@@ -112,6 +139,7 @@ class FitResult:
     dataset: TileDataset | None = None
     scale: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    extensions: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def best_path(self) -> Path:
@@ -171,6 +199,35 @@ def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
     return saved.replace(out=str(out), **overrides)
 
 
+def earlier_run_files(folder: str | Path) -> list[Path]:
+    """The files of an earlier run in ``folder`` (of :data:`RUN_FILES`); empty when there is
+    none. A lone split.csv (what ``epochs=0`` writes) is no run: every run rewrites it."""
+    folder = Path(folder).expanduser()
+    found = [folder / name for name in RUN_FILES if (folder / name).is_file()]
+    return found if any(path.name != SPLIT_FILE for path in found) else []
+
+
+def estimate_run_bytes(config: TrainConfig) -> int:
+    """About how much disk space a run of ``config`` needs in its folder at its peak.
+
+    ``last.pt`` holds the float32 weights and buffers plus the optimiser's state (Adam
+    and AdamW keep two more values per weight, SGD with momentum one); it is rewritten
+    atomically, so for a moment a new copy lies beside the old one. ``best.safetensors``
+    holds the float32 weights (rewritten too, but never at the same time as last.pt).
+    The network is built on the meta device: its sizes without any memory or time.
+    """
+    if config.epochs == 0:
+        return _REPORT_BYTES
+    with torch.device("meta"):
+        network = build_network(config.arch, _ESTIMATE_CLASSES)
+    weights = sum(t.numel() * t.element_size() for t in network.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in network.parameters())
+    # Adam and AdamW: two moments per weight; SGD: a momentum buffer, if it has momentum.
+    copies = 2 if config.optimizer in ("adam", "adamw") else int(config.momentum > 0)
+    last = weights + copies * params
+    return 2 * last + weights + _REPORT_BYTES
+
+
 def fit(
     config: TrainConfig,
     progress: ProgressCallback | None = None,
@@ -179,8 +236,16 @@ def fit(
     resume: bool = False,
     dataset: TileDataset | None = None,
     dist: DistContext | None = None,
+    overwrite: bool = False,
 ) -> FitResult:
     """Run (or, with ``resume``, continue) a training run described by ``config``.
+
+    A new run refuses a folder that holds an earlier one (:func:`earlier_run_files`)
+    unless ``overwrite``, which removes that run's files once the tiles are loaded.
+    ``resume`` with more ``config.epochs`` than the checkpoint's extends the run: the
+    learning-rate schedule becomes that of a run of the new length from the saved
+    epoch on, and the report says so (``extended``). Before the tiles are read, the
+    disk must have room for the run's files (:func:`estimate_run_bytes`).
 
     ``dataset``: tiles already loaded from ``config.data`` (skips decoding). With
     ``config.epochs == 0`` only the data is loaded and ``split.csv`` written. Raises
@@ -193,7 +258,7 @@ def fit(
     :func:`histoviewer.distributed.setup` (joins the job when launched by torchrun,
     else a single process on ``config.device``).
     """
-    return _Run(config, progress, cancel).run(resume, dataset, dist)
+    return _Run(config, progress, cancel).run(resume, dataset, dist, overwrite)
 
 
 class _Run:
@@ -213,6 +278,7 @@ class _Run:
         self.dist = DistContext()
         self.scale: dict[str, Any] = {}
         self.notes: list[str] = []
+        self.extensions: list[dict[str, int]] = []
 
     def emit(self, kind: str, **values: Any) -> None:
         if self.progress is not None and self.dist.is_main:
@@ -220,11 +286,27 @@ class _Run:
 
     # ------------------------------------------------------------------ setup
 
-    def run(self, resume: bool, dataset: TileDataset | None, dist: DistContext | None) -> FitResult:
+    def run(
+        self,
+        resume: bool,
+        dataset: TileDataset | None,
+        dist: DistContext | None,
+        overwrite: bool = False,
+    ) -> FitResult:
+        if resume and overwrite:
+            raise HistoViewerError(
+                "--resume continues the run in the output folder and --overwrite replaces "
+                "it: give one of them, not both"
+            )
         self.dist = dist or distributed.setup(self.config.device)
         if self.dist.is_main:
             ensure_writable_dir(self.out)  # fail now, not after the first epoch
         checkpoint = self._resume_checkpoint() if resume else None
+        # Every process looks (the folder is shared, or only rank 0's holds files); only
+        # rank 0 removes, after the tiles are loaded, so a failed start keeps the old run.
+        earlier = [] if resume else self._earlier_run(overwrite)
+        if self.dist.is_main:
+            self._check_free_space(resume, earlier)
         cfg = self.config
         processes = self.dist.world_size
         if cfg.batch_size % processes:
@@ -278,6 +360,7 @@ class _Run:
                 self.scale["mpp"],
                 self.scale["patch_microns"],
             )
+            self._remove(earlier)
             atomic_write_text(self.out / SPLIT_FILE, split_text)
             log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
         if cfg.epochs == 0:
@@ -292,6 +375,7 @@ class _Run:
                 dataset=dataset,
                 scale=self.scale,
                 notes=self.notes,
+                extensions=self.extensions,
             )
         try:
             return self._train(device, dataset, split, checkpoint)
@@ -303,10 +387,64 @@ class _Run:
                 "size (--batch-size) or image size"
             ) from None
 
+    def _earlier_run(self, overwrite: bool) -> list[Path]:
+        """The files of an earlier run in the output folder, which ``overwrite`` replaces;
+        without it, an earlier run is refused."""
+        files = earlier_run_files(self.out)
+        if files and not overwrite:
+            raise HistoViewerError(
+                f"{self.out} already holds a training run "
+                f"({', '.join(p.name for p in files)}); continue or extend it with --resume "
+                "(in the app, Resume), train into a new folder, or replace it with --overwrite"
+            )
+        return files
+
+    def _check_free_space(self, resume: bool, earlier: list[Path]) -> None:
+        """Refuse to start when the run's files will not fit on the disk (before the tiles
+        are read, which can take minutes). Files the run replaces free their space."""
+        replaced = earlier
+        if resume:
+            replaced = [self.out / name for name in RUN_FILES if (self.out / name).is_file()]
+        have = 0
+        for path in replaced:
+            with contextlib.suppress(OSError):  # gone meanwhile: it frees nothing
+                have += path.stat().st_size
+        need = estimate_run_bytes(self.config) - have
+        ensure_free_space(
+            self.out,
+            max(0, need),
+            f"the training run's checkpoints and report ({LAST_FILE}, {BEST_FILE}, ...)",
+        )
+
+    def _remove(self, files: list[Path]) -> None:
+        """Delete the earlier run's files (``--overwrite``): none is left beside the new
+        run's to be mistaken for its own."""
+        for path in files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot remove {path} of the earlier run: {describe_os_error(exc)}"
+                ) from None
+        if files:
+            log.info(
+                "replacing the earlier run in %s: removed %s",
+                self.out,
+                ", ".join(p.name for p in files),
+            )
+
     def _resume_checkpoint(self) -> dict[str, Any]:
         checkpoint = load_last(self.out / LAST_FILE)
         saved = TrainConfig.from_dict(checkpoint["config"])
-        diffs = saved.differences(self.config)
+        wanted = self.config.epochs
+        # More epochs extend the run; fewer would cut a schedule already partly followed.
+        extend = wanted > saved.epochs
+        diffs = saved.differences(
+            self.config.replace(epochs=saved.epochs) if extend else self.config
+        )
+        diffs = [
+            f"{d}, but a run can only be extended" if d.startswith("epochs:") else d for d in diffs
+        ]
         if diffs:
             raise HistoViewerError(
                 f"cannot resume from {self.out / LAST_FILE}: these settings differ from the "
@@ -318,6 +456,21 @@ class _Run:
         self.config = saved.replace(**runtime)
         if self.config.mpp is None and stated is not None:
             self.config = self.config.replace(mpp=stated)
+        self.extensions = [dict(e) for e in checkpoint.get("extensions", [])]
+        if extend:
+            done = int(checkpoint["epoch"])
+            self.config = self.config.replace(epochs=wanted)
+            self.extensions.append(
+                {"from_epochs": saved.epochs, "to_epochs": wanted, "after_epoch": done}
+            )
+            if self.dist.is_main:
+                log.info(
+                    "extending the run in %s from %d to %d epochs after epoch %d",
+                    self.out,
+                    saved.epochs,
+                    wanted,
+                    done,
+                )
         return checkpoint
 
     def _check_same_data(self, checkpoint: dict[str, Any]) -> None:
@@ -420,7 +573,9 @@ class _Run:
     def _restore(self, engine: Engine, checkpoint: dict[str, Any]) -> int:
         engine.network.load_state_dict(checkpoint["model"])
         engine.optimizer.load_state_dict(checkpoint["optimizer"])
-        engine.scheduler.load_state_dict(checkpoint["scheduler"])
+        # Only the step count is taken from the saved scheduler: its rates are those of the
+        # saved length, which differs when the run is extended.
+        engine.resume_schedule(int(checkpoint["scheduler"]["last_epoch"]))
         if checkpoint.get("scaler"):
             engine.scaler.load_state_dict(checkpoint["scaler"])
         self.history = list(checkpoint["history"])
@@ -537,6 +692,7 @@ class _Run:
                 "data": self.data_summary,
                 "rng": rng_state(),
                 "processes": self.dist.world_size,
+                "extensions": self.extensions,
             },
         )
 
@@ -573,6 +729,7 @@ class _Run:
             dataset=dataset,
             scale=self.scale,
             notes=self.notes,
+            extensions=self.extensions,
         )
 
     def _test_and_report(
@@ -618,6 +775,8 @@ class _Run:
             "data": {**self.data_summary, "skipped": [s.to_dict() for s in dataset.skipped]},
             "scale": self.scale,
             "notes": self.notes,
+            # Each extension to more epochs: from which length to which, after which epoch.
+            "extended": self.extensions,
             "split_counts": split.counts(),
             "history": self.history,
             "best_epoch": self.best_epoch,
@@ -684,6 +843,7 @@ class _Run:
             dataset=dataset,
             scale=self.scale,
             notes=self.notes,
+            extensions=self.extensions,
         )
 
 

@@ -178,6 +178,39 @@ def test_a_broken_dataset_is_explained_in_red_and_blocks_start(
     assert not dialog.form.class_table.isVisible()
 
 
+def test_a_new_run_never_writes_over_an_earlier_one(qtbot, make_window, tiles, tmp_path):
+    old = b"a file of the earlier run"
+    dialog = make_window().open_training_dialog()
+    # A model and a report without last.pt: nothing to resume, but a run all the same.
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("best.safetensors", "report.json"):
+        (out / name).write_bytes(old)
+    set_up_tiny_run(qtbot, dialog, tiles, out)
+    label = dialog.form.run_label
+    assert label.text() == (
+        f"{out} holds files of an earlier run (best.safetensors, report.json) but no last.pt "
+        "to resume it. Choose another folder."
+    )
+    assert label.styleSheet() == ERROR_STYLE
+    assert not dialog.start_button.isEnabled() and not dialog.resume_button.isEnabled()
+    assert dialog.start() is None and not dialog.is_running()
+
+    # A free folder, in which a run appears after it was checked (another process).
+    fresh = tmp_path / "fresh"
+    dialog.form.out_edit.setText(str(fresh))
+    wait_ready(qtbot, dialog)
+    assert dialog.start_button.isEnabled()
+    fresh.mkdir()
+    (fresh / "last.pt").write_bytes(old)
+    assert dialog.start() is None and not dialog.is_running()
+    assert _shows_error(dialog, f"{fresh} now holds a training run; choose another folder")
+    wait_ready(qtbot, dialog)
+    assert not dialog.start_button.isEnabled()  # the form has looked again
+    assert "Choose another folder." in dialog.form.run_label.text()
+    assert [p.read_bytes() for p in (out / "best.safetensors", fresh / "last.pt")] == [old, old]
+
+
 def test_presets_prefill_the_hyperparameters(make_window):
     form = make_window().open_training_dialog().form
     form.preset_combo.setCurrentText("best")

@@ -291,7 +291,7 @@ def test_cli_bad_input_is_one_line_on_stderr(tmp_path, capsys, restore_logging):
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines() == [
-        f"histoviewer: error: the dataset {tmp_path / 'missing'} does not exist"
+        f"histoviewer: error: cannot open the dataset {tmp_path / 'missing'}: it does not exist"
     ]
     code = cli.main(["train", str(tmp_path), "--out", str(tmp_path / "o"), "--resume"])
     err = capsys.readouterr().err
@@ -301,3 +301,14 @@ def test_cli_bad_input_is_one_line_on_stderr(tmp_path, capsys, restore_logging):
     code = cli.main(["evaluate", str(bad), str(tmp_path)])
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1 and "bad.safetensors" in err
+
+
+def test_the_free_space_estimate_covers_what_a_run_writes(trained):
+    from histoviewer.training.trainer import RUN_FILES, estimate_run_bytes
+
+    result, _ = trained
+    sizes = {name: (result.out / name).stat().st_size for name in RUN_FILES}
+    # At its peak a run holds last.pt, a new copy of it being written, and the model.
+    peak = sizes["last.pt"] + sum(sizes.values())
+    estimate = estimate_run_bytes(result.config)
+    assert peak <= estimate < 1.2 * peak

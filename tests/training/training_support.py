@@ -53,3 +53,21 @@ def zip_folder(folder: Path, target: Path, *, junk: bool = True) -> Path:
             zf.writestr("__MACOSX/._junk", b"\x00\x05")
             zf.writestr(".DS_Store", b"junk")
     return target
+
+
+def tiny_config(data: Path, out: Path, **changes):
+    """A run that takes a second or two on a CPU: resnet18 at 32 px, batch 20, 2 epochs."""
+    from histoviewer.training import preset
+
+    values = dict(
+        data=str(data),
+        out=str(out),
+        arch="resnet18",
+        image_size=32,
+        batch_size=20,
+        epochs=2,
+        device="cpu",
+        workers=2,
+    )
+    values.update(changes)
+    return preset("recipe", **values)
