@@ -32,3 +32,7 @@ class StorageError(HistoViewerError):
 
 class UnsafeFileError(ModelError):
     """A checkpoint that holds code (pickled Python objects): refused, never loaded."""
+
+
+class PeerError(DeviceError):
+    """Another process of a torchrun job failed or stopped, so this one stops too."""

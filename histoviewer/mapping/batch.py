@@ -1,16 +1,23 @@
 """Mapping many slides: one process, or several launched by torchrun (one per GPU).
 
 ``histoviewer map`` hands its slides here when it maps a batch (several slides, a folder
-or a list). Slides are sorted and shared out round-robin by position: process ``r`` of
-``P`` maps slides ``r, r + P, ...``. For every slide, after its exports (each written
-atomically by :func:`~histoviewer.mapping.export.export_all`), a sidecar
+or a list). Slides are sorted; each process takes the next slide nobody has taken
+whenever it is free (:meth:`~histoviewer.distributed.DistContext.claims`), so a huge
+slide holds back only the process mapping it. For every slide, after its exports (each
+written atomically by :func:`~histoviewer.mapping.export.export_all`), a sidecar
 ``DIR/<stem>.map.json`` is written last, atomically: the model fingerprint and the
 options that shape the result, the slide file's size and time stamp, and the outcome.
 A slide whose sidecar says it was mapped with the same model, options and file, and
 whose exports are all there, is skipped; so a killed batch resumes where it stopped and
 another model remaps everything. A slide that fails records its error in its sidecar
-and the batch goes on with the next one. At the end every process hands its outcomes
-to rank 0 (a collective that waits for the slowest), which writes ``DIR/summary.csv``.
+and the batch goes on with the next one; so does a folder's broken symbolic link. At the
+end every process hands its outcomes to rank 0 (through the job's store: the wait stops
+at once if a process fails), which writes ``DIR/summary.csv``.
+
+File names that are not valid UTF-8 (on Linux any bytes but ``/`` and NUL may name a
+file) are mapped like any other; where a name is written as text (summary.csv, the CSV
+and GeoJSON exports, messages) its undecodable bytes are shown backslash-escaped
+(``slide-\\xff.tif``), see :func:`printable`. The sidecars keep the exact name.
 """
 
 from __future__ import annotations
@@ -93,8 +100,10 @@ def expand_slides(
     blank lines and lines starting with ``#`` are ignored; relative paths are relative
     to the list's folder), sorted and without repeats.
 
-    A named file is kept even if it is missing or unreadable: it fails as a slide. Raises
-    HistoViewerError for a missing list file or a folder without slides.
+    A named file is kept even if it is missing or unreadable: it fails as a slide. So is
+    a folder's symbolic link with a slide's extension that leads nowhere (its target is
+    missing, or a loop): opening it fails with a message saying so.
+    Raises HistoViewerError for a missing list file or a folder without slides.
     """
     from histoviewer.slide import SUPPORTED_EXTENSIONS
 
@@ -105,7 +114,7 @@ def expand_slides(
             found = [
                 p
                 for p in path.iterdir()
-                if p.is_file()
+                if (p.is_file() or p.is_symlink())
                 and p.suffix.lower() in SUPPORTED_EXTENSIONS
                 and not p.name.startswith(".")
             ]
@@ -155,9 +164,11 @@ def check_stems(slides: Sequence[Path]) -> None:
             )
 
 
-def assign(slides: Sequence[Path], rank: int, processes: int) -> list[Path]:
-    """Process ``rank``'s slides: every ``processes``-th from position ``rank``."""
-    return list(slides[rank::processes])
+def printable(text: str) -> str:
+    """``text`` (a file name or a message naming one) as it can be written as UTF-8 text:
+    bytes of the name that were not valid UTF-8 (which Python keeps as lone surrogates)
+    become backslash escapes, ``b"slide-\\xff.tif"`` -> ``slide-\\xff.tif``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------- one slide
@@ -206,7 +217,8 @@ def map_and_export(
 
     The slide's warnings (:func:`~histoviewer.mapping.checks.check_slide`) are logged,
     one line each, and recorded in the map; with ``options.strict`` the first one
-    refuses the slide (SlideError) before anything is classified.
+    refuses the slide (SlideError) before anything is classified. The map records the
+    slide's path as :func:`printable` gives it (the exports write it as text).
     """
     from histoviewer.mapping.checks import check_slide
     from histoviewer.slide import open_slide
@@ -219,7 +231,7 @@ def map_and_export(
         if warnings and options.strict:
             raise SlideError(f"{slide.name} refused (--strict): {warnings[0].message}")
         for warning in warnings:
-            log.warning("%s: %s", slide.name, warning.message)
+            log.warning("%s: %s", printable(slide.name), warning.message)
         tmap = map_slide(
             reader,
             classifier,
@@ -229,7 +241,9 @@ def map_and_export(
             precision=options.precision,
             progress=progress,
         )
-    tmap.warnings = [{"kind": w.kind, "message": w.message} for w in warnings]
+    tmap.warnings = [{"kind": w.kind, "message": printable(w.message)} for w in warnings]
+    if isinstance(tmap.slide, dict) and isinstance(tmap.slide.get("path"), str):
+        tmap.slide["path"] = printable(tmap.slide["path"])
     export_all(tmap, out_dir, slide.stem, options.formats)
     return tmap
 
@@ -323,44 +337,65 @@ def map_batch(
     on_slide: Callable[[SlideOutcome], None] | None = None,
     progress_for: Callable[[Path], Callable[[MapProgress], None] | None] | None = None,
 ) -> list[SlideOutcome]:
-    """Map this process's share of ``slides`` (the same sorted list on every process),
-    then collect every process's outcomes; rank 0 writes ``out_dir/summary.csv``.
+    """Map ``slides`` (the same sorted list on every process), each process taking the
+    next slide nobody has taken whenever it is free, then collect every process's
+    outcomes; rank 0 writes ``out_dir/summary.csv``.
 
-    Returns the outcomes of all slides, in ``slides`` order, on every process.
-    ``on_slide`` is called after each of this process's slides; ``progress_for(slide)``
-    gives a progress callback for map_slide. Raises StorageError / DeviceError (see
-    :func:`map_one`).
+    Returns the outcomes of all slides, in ``slides`` order, on every process, once the
+    summary is written. ``on_slide`` is called after each of this process's slides;
+    ``progress_for(slide)`` gives a progress callback for map_slide. Raises StorageError
+    / DeviceError (see :func:`map_one`), and PeerError as soon as another process of the
+    job fails (checked between slides and between batches of patches).
     """
     out_dir = Path(out_dir)
     options = BatchOptions(**{**asdict(options), "formats": tuple(parse_formats(options.formats))})
-    mine = []
-    for slide in assign(slides, ctx.rank, ctx.world_size):
+    mine: list[tuple[int, dict[str, Any]]] = []
+    for index in ctx.claims(len(slides), "slides"):
+        slide = slides[index]
         outcome = map_one(
             slide,
             classifier,
             options,
             out_dir,
             rank=ctx.rank,
-            progress=progress_for(slide) if progress_for else None,
+            progress=_checked(ctx, progress_for(slide) if progress_for else None),
         )
-        mine.append(outcome)
+        mine.append((index, asdict(outcome)))
         if on_slide is not None:
             on_slide(outcome)
-    # Waits for the slowest process (the mapping group's timeout is long for this).
-    gathered = ctx.gather([asdict(o) for o in mine])
-    by_slide = {o["slide"]: SlideOutcome(**o) for part in gathered for o in part}
-    outcomes = [by_slide[str(s)] for s in slides]
-    if ctx.is_main:
+    parts = ctx.collect("outcomes", mine)
+    records = None
+    if parts is not None:  # rank 0
+        by_index = dict(pair for part in parts for pair in part)
+        records = [by_index[i] for i in range(len(slides))]
+        outcomes = [SlideOutcome(**r) for r in records]
         atomic_write_text(
             out_dir / SUMMARY_FILE, summary_csv(outcomes, classifier.info.class_names)
         )
         log.info("summary of %d slides written to %s", len(outcomes), out_dir / SUMMARY_FILE)
-    return outcomes
+    # The others wait for the summary: if rank 0 cannot write it, they fail with it.
+    return [SlideOutcome(**r) for r in ctx.share("outcomes", records)]
+
+
+def _checked(
+    ctx: DistContext, progress: Callable[[MapProgress], None] | None
+) -> Callable[[MapProgress], None] | None:
+    """``progress``, first stopping the slide if another process has failed."""
+    if not ctx.is_distributed:
+        return progress
+
+    def report(p: MapProgress) -> None:
+        ctx.check()
+        if progress is not None:
+            progress(p)
+
+    return report
 
 
 def summary_csv(outcomes: Sequence[SlideOutcome], class_names: Sequence[str]) -> str:
     """One row per slide: slide, status, patches (classified), seconds, patches_per_s,
-    ``<class>_fraction`` per class (of the classified patches), error."""
+    ``<class>_fraction`` per class (of the classified patches), error. Names that are
+    not valid UTF-8 are written as :func:`printable` gives them."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
@@ -373,13 +408,13 @@ def summary_csv(outcomes: Sequence[SlideOutcome], class_names: Sequence[str]) ->
         fractions = ["" if failed else f"{o.fractions.get(n, 0.0):.6f}" for n in class_names]
         writer.writerow(
             [
-                o.slide,
+                printable(o.slide),
                 o.status,
                 "" if failed else o.patches,
                 f"{o.seconds:.3f}",
                 "" if failed else f"{o.patches_per_s:.2f}",
                 *fractions,
-                o.error,
+                printable(o.error),
             ]
         )
     return buffer.getvalue()

@@ -15,7 +15,6 @@ the processes, one GPU each.
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import sys
 import time
@@ -244,10 +243,9 @@ def run_map(args: argparse.Namespace) -> int:
         )
     out_dir = ensure_writable_dir(args.out)
     # The processes only exchange a few small objects (gloo, on the CPU whatever they
-    # compute on), but the last exchange waits for the slowest process: allow a day.
-    with distributed.session(
-        args.device, backend="gloo", timeout=datetime.timedelta(hours=24)
-    ) as ctx:
+    # compute on), and through the job's store, which also tells them when one fails:
+    # no collective waits for the slowest process.
+    with distributed.session(args.device, backend="gloo") as ctx:
         return _map_batch(args, slides, out_dir, formats, ctx)
 
 
@@ -302,7 +300,7 @@ def _map_batch(args: argparse.Namespace, slides, out_dir: Path, formats, ctx) ->
     def progress_for(slide: Path) -> _ProgressReporter:
         # Bars from several processes would overwrite each other on one terminal.
         reporter = _ProgressReporter(
-            prefix + slide.name, enabled=not quiet, bars=not ctx.is_distributed
+            prefix + batch.printable(slide.name), enabled=not quiet, bars=not ctx.is_distributed
         )
         reporters.append(reporter)
         return reporter
@@ -310,7 +308,7 @@ def _map_batch(args: argparse.Namespace, slides, out_dir: Path, formats, ctx) ->
     def on_slide(o: batch.SlideOutcome) -> None:
         while reporters:
             reporters.pop().__exit__(None, None, None)
-        name = Path(o.slide).name
+        name = batch.printable(Path(o.slide).name)
         if o.status == batch.MAPPED:
             shown = sorted(o.fractions.items(), key=lambda kv: -kv[1])
             classes = ", ".join(f"{k} {100 * v:.1f} %" for k, v in shown if v > 0)
@@ -329,7 +327,8 @@ def _map_batch(args: argparse.Namespace, slides, out_dir: Path, formats, ctx) ->
     failed = [o for o in outcomes if o.status == batch.FAILED]
     if ctx.is_main:
         for o in failed:
-            print(f"histoviewer: error: {Path(o.slide).name} failed: {o.error}", file=sys.stderr)
+            name = batch.printable(Path(o.slide).name)
+            print(f"histoviewer: error: {name} failed: {batch.printable(o.error)}", file=sys.stderr)
         if not quiet:
             counts = {s: sum(o.status == s for o in outcomes) for s in batch.STATUSES}
             print(

@@ -135,7 +135,7 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (os.urandom(4096), "is not a model checkpoint"),
+        (b"\x01" + os.urandom(4095), "is not a model checkpoint"),  # not \x80: a pickle
         (b"\x89PNG\r\n\x1a\n" + os.urandom(200), "is not a model checkpoint .it is a PNG image"),
         (b"", "is empty"),
     ],

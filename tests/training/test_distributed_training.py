@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchrun_faults import two_nodes
 from training_support import CLASS_COLORS
 
 from histoviewer import cli, distributed
@@ -231,6 +232,28 @@ def test_sharded_epoch_does_the_single_process_arithmetic(ddp_run, train_data):
     assert history[0]["train_loss"] == pytest.approx(replay, rel=1e-4)
 
 
+def test_a_process_that_fails_stops_the_others(train_data, tmp_path):
+    """Rank 0 finds the disk full writing last.pt after epoch 1, while rank 1 goes on to
+    epoch 2 and waits for it in a collective. Launched as two nodes (nobody stops rank 1
+    but itself), rank 1 stops at once too, saying why; neither says "unexpected error"."""
+    nodes = two_nodes(
+        ["-q", *_train_args(train_data, tmp_path / "out")],
+        HV_FAULT="disk-full-last",
+        HV_FAULT_RANK="0",
+    )
+    fault, survivor = nodes
+    reason = f"cannot write {tmp_path / 'out' / 'last.pt'}: the disk is full"
+    assert f"histoviewer: error: {reason}" in fault.stderr, fault.stderr[-3000:]
+    assert f"histoviewer: error: process 0 of 2 failed: {reason}" in survivor.stderr, (
+        survivor.stderr[-3000:]
+    )
+    assert fault.returncode != 0 and survivor.returncode != 0
+    assert "unexpected error" not in fault.stderr + survivor.stderr
+    (struck,) = fault.times("fault")
+    (ended,) = survivor.times("exit 1")
+    assert ended - struck < 60  # a bound, not a timing test: the group's timeout is 30 min
+
+
 def test_shares_are_disjoint_and_cover_each_batch():
     batch = torch.arange(100, 117)  # an uneven final batch of 17
     shares = [shard(batch, r, 3) for r in range(3)]
@@ -262,6 +285,10 @@ def test_without_torchrun_the_context_is_a_single_process(monkeypatch):
         ctx.barrier()
         assert ctx.all_reduce_sum([1.5, 2]) == [1.5, 2.0]
         assert ctx.broadcast({"a": 1}) == {"a": 1} and ctx.gather(3) == [3]
+        # The store's exchanges: work in order, one's own object.
+        ctx.check()
+        assert list(ctx.claims(3, "work")) == [0, 1, 2]
+        assert ctx.collect("parts", 4) == [4] and ctx.share("all", 5) == 5
     assert distributed.current() is None
     # A damaged torchrun environment is reported, not guessed around.
     monkeypatch.setenv("RANK", "1")
