@@ -35,9 +35,9 @@ from typing import Any
 
 from histoviewer.distributed import DistContext
 from histoviewer.errors import DeviceError, HistoViewerError, SlideError, StorageError
-from histoviewer.fileio import atomic_write_text
+from histoviewer.fileio import atomic_write_text, ensure_free_space, storage_error
 from histoviewer.mapping.engine import MapProgress, map_slide
-from histoviewer.mapping.export import FORMATS, export_all, parse_formats
+from histoviewer.mapping.export import FORMATS, estimate_bytes, export_all, parse_formats
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import Classifier
 
@@ -48,6 +48,9 @@ SIDECAR_SUFFIX = ".map.json"
 SIDECAR_FORMAT = "histoviewer-map-sidecar"
 MAPPED, SKIPPED, FAILED = "mapped", "skipped", "failed"
 STATUSES = (MAPPED, SKIPPED, FAILED)
+#: A sidecar's status while the slide's exports are being (re)written: a run killed
+#: then leaves its set visibly incomplete.
+WRITING = "writing"
 
 
 @dataclass(frozen=True)
@@ -206,24 +209,68 @@ def _exports(out_dir: Path, slide: Path, options: BatchOptions) -> list[Path]:
     return [out_dir / f"{slide.stem}{FORMATS[f]}" for f in options.formats]
 
 
+def _recorded_files(record: dict[str, Any], slide: Path) -> list[str]:
+    """The export file names a sidecar says belong to the slide's set."""
+    files = record.get("files")
+    if files is None:  # sidecars written before "files": the formats of their job
+        formats = (record.get("job") or {}).get("options", {}).get("formats") or []
+        files = [f"{slide.stem}{FORMATS[f]}" for f in formats if f in FORMATS]
+    # Only plain names of this slide's exports: a record is never a licence to delete
+    # anything else.
+    ours = {f"{slide.stem}{suffix}" for suffix in FORMATS.values()}
+    return [f for f in files if isinstance(f, str) and f in ours]
+
+
+def begin_exports(out_dir: Path, slide: Path, formats: Sequence[str]) -> None:
+    """Before a slide's exports are (re)written: its sidecar says ``writing``, so that a
+    run killed among the exports leaves the set visibly incomplete (and a batch maps it
+    again), and the files of its previous set that this run will not write are
+    removed, so that the folder never holds a mix of two runs."""
+    sidecar = sidecar_path(out_dir, slide)
+    planned = [f"{slide.stem}{FORMATS[f]}" for f in formats]
+    previous = _read_sidecar(sidecar)
+    record = {
+        "format": SIDECAR_FORMAT,
+        "status": WRITING,
+        "files": planned,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(sidecar, json.dumps(record, indent=2) + "\n")
+    for name in _recorded_files(previous or {}, slide):
+        if name not in planned:
+            try:
+                (out_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise storage_error(out_dir / name, exc) from None
+            log.info("removed %s of the previous run (not in this run's formats)", name)
+
+
 def map_and_export(
     slide: Path,
     classifier: Classifier,
     options: BatchOptions,
     out_dir: Path,
     progress: Callable[[MapProgress], None] | None = None,
-) -> TissueMap:
+    *,
+    rank: int = 0,
+) -> tuple[TissueMap, SlideOutcome]:
     """Open, check, map and export one slide: what a single `map` and each batch slide share.
 
     The slide's warnings (:func:`~histoviewer.mapping.checks.check_slide`) are logged,
     one line each, and recorded in the map; with ``options.strict`` the first one
-    refuses the slide (SlideError) before anything is classified. The map records the
-    slide's path as :func:`printable` gives it (the exports write it as text).
+    refuses the slide (SlideError) before anything is classified. Before inference the
+    free space is checked against what the exports will take (StorageError). The map
+    records the slide's path as :func:`printable` gives it (the exports write it as
+    text). The exports are one set: :func:`begin_exports` marks the sidecar
+    ``writing`` before the first, and a ``mapped`` sidecar naming the set's files is
+    written after the last. Returns the map and its outcome.
     """
     from histoviewer.mapping.checks import check_slide
+    from histoviewer.mapping.grid import make_grid
     from histoviewer.slide import open_slide
     from histoviewer.slide.mpp import GIVEN_CLI
 
+    job = _job(classifier, options, slide)
     with open_slide(slide) as reader:
         if options.mpp is not None:
             reader.set_mpp(options.mpp, GIVEN_CLI)
@@ -232,6 +279,10 @@ def map_and_export(
             raise SlideError(f"{slide.name} refused (--strict): {warnings[0].message}")
         for warning in warnings:
             log.warning("%s: %s", printable(slide.name), warning.message)
+        cells = make_grid(reader, classifier.info, options.stride).count
+        need = estimate_bytes(cells, classifier.info.num_classes, options.formats)
+        ensure_free_space(out_dir, need, f"the exports of {printable(slide.name)}")
+        started = time.perf_counter()
         tmap = map_slide(
             reader,
             classifier,
@@ -244,8 +295,27 @@ def map_and_export(
     tmap.warnings = [{"kind": w.kind, "message": printable(w.message)} for w in warnings]
     if isinstance(tmap.slide, dict) and isinstance(tmap.slide.get("path"), str):
         tmap.slide["path"] = printable(tmap.slide["path"])
+    begin_exports(out_dir, slide, options.formats)
     export_all(tmap, out_dir, slide.stem, options.formats)
-    return tmap
+    seconds = time.perf_counter() - started
+    patches = tmap.classified_count
+    outcome = SlideOutcome(
+        str(slide),
+        MAPPED,
+        patches=patches,
+        background=tmap.background_count,
+        seconds=seconds,
+        patches_per_s=patches / seconds if seconds > 0 else 0.0,
+        fractions={k: float(v) for k, v in tmap.fractions().items()},
+        rank=rank,
+    )
+    _write_sidecar(
+        sidecar_path(out_dir, slide),
+        job,
+        outcome,
+        [p.name for p in _exports(out_dir, slide, options)],
+    )
+    return tmap, outcome
 
 
 def map_one(
@@ -280,7 +350,7 @@ def map_one(
 
     started = time.perf_counter()
     try:
-        tmap = map_and_export(slide, classifier, options, out_dir, progress)
+        _, outcome = map_and_export(slide, classifier, options, out_dir, progress, rank=rank)
     except (StorageError, DeviceError):
         raise
     except Exception as exc:  # any other failure is this slide's; the batch goes on
@@ -290,21 +360,9 @@ def map_one(
         outcome = SlideOutcome(
             str(slide), FAILED, seconds=time.perf_counter() - started, error=message, rank=rank
         )
-        _write_sidecar(sidecar, job, outcome)
+        # The files of an earlier set stay listed, for a later run to replace.
+        _write_sidecar(sidecar, job, outcome, _recorded_files(done or {}, slide))
         return outcome
-    seconds = time.perf_counter() - started
-    patches = tmap.classified_count
-    outcome = SlideOutcome(
-        str(slide),
-        MAPPED,
-        patches=patches,
-        background=tmap.background_count,
-        seconds=seconds,
-        patches_per_s=patches / seconds if seconds > 0 else 0.0,
-        fractions={k: float(v) for k, v in tmap.fractions().items()},
-        rank=rank,
-    )
-    _write_sidecar(sidecar, job, outcome)
     return outcome
 
 
@@ -313,12 +371,15 @@ def _outcome_fields(recorded: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in recorded.items() if k in names}
 
 
-def _write_sidecar(path: Path, job: dict[str, Any], outcome: SlideOutcome) -> None:
+def _write_sidecar(
+    path: Path, job: dict[str, Any], outcome: SlideOutcome, files: Sequence[str] = ()
+) -> None:
     record = {
         "format": SIDECAR_FORMAT,
         "status": outcome.status,
         "job": job,
         "outcome": asdict(outcome),
+        "files": list(files),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")

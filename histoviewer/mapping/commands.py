@@ -278,7 +278,7 @@ def _map_one_slide(args: argparse.Namespace, path: Path, out_dir: Path, formats)
     classifier = _load(args, args.device)
     reporter = _ProgressReporter(path.name, enabled=not getattr(args, "quiet", False))
     with reporter:
-        tmap = batch.map_and_export(path, classifier, _options(args, formats), out_dir, reporter)
+        tmap, _ = batch.map_and_export(path, classifier, _options(args, formats), out_dir, reporter)
     n = tmap.classified_count
     rate = n / tmap.elapsed if tmap.elapsed > 0 else 0.0
     print(

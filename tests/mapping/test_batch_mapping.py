@@ -23,6 +23,7 @@ from PIL import Image
 from histoviewer import cli
 from histoviewer.errors import HistoViewerError
 from histoviewer.mapping import batch
+from histoviewer.mapping import export as export_module
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import ModelInfo, build_network, save_model
 from histoviewer.slide.synthetic import write_strip_tiff
@@ -276,3 +277,37 @@ def test_a_slide_named_summary_is_refused(tmp_path, model, capsys):
     assert cli.main(_map_args(tmp_path, model, tmp_path / "out")) == 1
     assert "would overwrite the batch's summary.csv" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_slide_killed_among_its_exports_is_mapped_again_not_skipped(
+    tmp_path, model, monkeypatch, capsys
+):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for i in range(2):
+        write_strip_tiff(folder / f"s{i}.tif", width=600, height=450, seed=i)
+    out = tmp_path / "out"
+    assert cli.main(_map_args(folder, model, out)) == 0  # writes NPZ, then CSV
+    real_csv = export_module.export_csv
+
+    def killed_on_s1(tmap, path):
+        if Path(path).name == "s1.csv":
+            raise KeyboardInterrupt
+        real_csv(tmap, path)
+
+    # Another model's run is killed among s1's exports: its NPZ is new, the CSV still
+    # the first model's.
+    other = _model(tmp_path / "other.safetensors", seed=7)
+    monkeypatch.setattr(export_module, "export_csv", killed_on_s1)
+    assert cli.main(_map_args(folder, other, out)) == 130  # interrupted
+    monkeypatch.undo()
+    assert json.loads((out / "s1.map.json").read_text())["status"] == "writing"
+
+    # Back with the first model, s1's record must not pass for a finished set of it.
+    capsys.readouterr()
+    assert cli.main(_map_args(folder, model, out)) == 0
+    printed = capsys.readouterr().out
+    assert "s1.tif: skipped" not in printed and "s1.tif: " in printed
+    assert json.loads((out / "s1.map.json").read_text())["status"] == "mapped"
+    fingerprint = TissueMap.load(out / "s1.npz").model["fingerprint"]
+    assert f"(fingerprint {fingerprint[:12]})" in (out / "s1.csv").read_text()

@@ -129,7 +129,10 @@ def test_map_formats_and_no_skip(big_slide, tiny_model, tmp_path):
         ]
     )
     assert args.func(args) == 0
-    assert sorted(p.suffix for p in out.iterdir()) == [".npz", ".png"]
+    stem = big_slide.stem
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{stem}.{s}" for s in ("map.json", "npz", "png")
+    ]
     tmap = TissueMap.load(out / f"{big_slide.stem}.npz")
     assert tmap.classified_count == tmap.rows * tmap.cols == 9
 
@@ -333,3 +336,74 @@ class _stderr_lines:
     def __exit__(self, *exc) -> None:
         self.redirect.__exit__(*exc)
         self.lines.extend(self.buffer.getvalue().splitlines())
+
+
+def _map_argv(slide, model, out, formats="geojson,csv,png,npz,summary"):
+    return [
+        "map",
+        str(slide),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--stride",
+        "2400",
+        "--formats",
+        formats,
+        "--device",
+        "cpu",
+    ]
+
+
+def _record(out, slide):
+    return json.loads((out / f"{slide.stem}.map.json").read_text())
+
+
+def test_a_map_killed_between_its_exports_is_visibly_incomplete_and_a_rerun_replaces_the_set(
+    big_slide, tiny_model, tmp_path, monkeypatch
+):
+    out = tmp_path / "maps"
+    stem = big_slide.stem
+    args = parse(_map_argv(big_slide, tiny_model, out))
+    assert args.func(args) == 0
+    record = _record(out, big_slide)
+    assert record["status"] == "mapped"
+    every = sorted(f"{stem}{s}" for s in (".geojson", ".csv", ".png", ".npz", ".summary.json"))
+    assert sorted(record["files"]) == every
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill between the CSV and the PNG leaves
+
+    monkeypatch.setattr("histoviewer.mapping.export.export_png", killed)
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    monkeypatch.undo()
+    assert _record(out, big_slide)["status"] == "writing"  # not "mapped": a mixed set
+
+    # A rerun with fewer formats leaves one consistent set, not the old run's PNG and NPZ.
+    args = parse(_map_argv(big_slide, tiny_model, out, formats="geojson,summary"))
+    assert args.func(args) == 0
+    record = _record(out, big_slide)
+    assert record["status"] == "mapped"
+    assert sorted(record["files"]) == [f"{stem}.geojson", f"{stem}.summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*record["files"], f"{stem}.map.json"])
+
+
+def test_map_checks_free_space_before_any_patch_is_classified(
+    big_slide, tiny_model, tmp_path, monkeypatch
+):
+    from histoviewer import fileio
+    from histoviewer.errors import StorageError
+
+    class Usage:
+        total, used, free = 10**9, 10**9 - 4096, 4096
+
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda path: Usage)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the slide was classified although its exports cannot be written")
+
+    monkeypatch.setattr("histoviewer.mapping.batch.map_slide", must_not_run)
+    args = parse(_map_argv(big_slide, tiny_model, tmp_path / "maps"))
+    with pytest.raises(StorageError, match=r"not enough free space .* for the exports of CRC"):
+        args.func(args)

@@ -23,6 +23,7 @@ from histoviewer.mapping.export import (
     summarize,
     summary_line,
 )
+from histoviewer.mapping.grid import PatchGrid
 from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
 
 
@@ -193,3 +194,30 @@ def test_maps_saved_before_edges_were_mapped_keep_their_geometry():
     assert tmap.extent == (0, 0) and tmap.covered == (600, 450)
     assert tmap.patch_box(2, 3) == (450, 300, 150, 150)
     assert tmap.cell_areas().sum() == 600 * 450
+
+
+def test_the_space_estimate_covers_what_the_exports_take(tmp_path):
+    from histoviewer.mapping.export import estimate_bytes
+
+    names = [f"class{i}" for i in range(8)]
+    colors = [(30 * i, 255 - 30 * i, 100) for i in range(8)]
+    grid = PatchGrid(rows=40, cols=60, patch_size=300, stride=300, stride_model=150)
+    tmap = TissueMap.empty(
+        grid,
+        names,
+        colors,
+        mpp=0.25,
+        slide={"path": "/x/big.svs", "dimensions": [18000, 12000], "mpp_source": "file"},
+        model={"name": "m", "arch": "resnet50", "fingerprint": "cd" * 32, "input_size": 224},
+    )
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(8), size=(40, 60)).astype(np.float32)
+    tmap.probs[:] = probs
+    tmap.state[:] = CLASSIFIED
+    written = export_all(tmap, tmp_path, "big")
+    for fmt, path in written.items():
+        size = path.stat().st_size
+        alone = estimate_bytes(tmap.rows * tmap.cols, 8, [fmt])
+        assert size <= alone, (fmt, size, alone)
+        if fmt in ("geojson", "csv"):  # the big ones: covered, not by a wide margin
+            assert alone < 2.5 * size, (fmt, size, alone)

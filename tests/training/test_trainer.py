@@ -283,7 +283,7 @@ def test_cli_evaluate_and_map_with_the_best_model(
         == 0
     )
     assert "6 patches classified" in capsys.readouterr().out
-    assert [p.name for p in maps.iterdir()] == ["slide.npz"]
+    assert sorted(p.name for p in maps.iterdir()) == ["slide.map.json", "slide.npz"]
 
 
 def test_cli_bad_input_is_one_line_on_stderr(tmp_path, capsys, restore_logging):
