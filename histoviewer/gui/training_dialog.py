@@ -41,7 +41,7 @@ from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
 from histoviewer.tasks import format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
-from histoviewer.training.trainer import earlier_run_files
+from histoviewer.training.run_folder import earlier_run_files
 
 log = logging.getLogger(__name__)
 

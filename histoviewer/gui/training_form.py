@@ -45,7 +45,7 @@ from histoviewer.model import ARCHITECTURES
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
 from histoviewer.training.checkpoint import LAST_FILE, load_last
-from histoviewer.training.trainer import earlier_run_files
+from histoviewer.training.run_folder import earlier_run_files
 
 log = logging.getLogger(__name__)
 

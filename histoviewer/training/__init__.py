@@ -34,8 +34,9 @@ _EXPORTS = {
     "Split": "histoviewer.training.split",
     "make_split": "histoviewer.training.split",
     "write_split_csv": "histoviewer.training.split",
-    "BEST_FILE": "histoviewer.training.trainer",
-    "SPLIT_FILE": "histoviewer.training.trainer",
+    "BEST_FILE": "histoviewer.training.run_folder",
+    "SPLIT_FILE": "histoviewer.training.run_folder",
+    "earlier_run_files": "histoviewer.training.run_folder",
     "FitResult": "histoviewer.training.trainer",
     "TrainEvent": "histoviewer.training.trainer",
     "fit": "histoviewer.training.trainer",
@@ -57,10 +58,9 @@ if TYPE_CHECKING:
         evaluate_model,
         format_metrics,
     )
+    from histoviewer.training.run_folder import BEST_FILE, SPLIT_FILE, earlier_run_files
     from histoviewer.training.split import Split, make_split, write_split_csv
     from histoviewer.training.trainer import (
-        BEST_FILE,
-        SPLIT_FILE,
         FitResult,
         TrainEvent,
         fit,
@@ -84,6 +84,7 @@ __all__ = [
     "best_config",
     "classification_metrics",
     "dataset_from_arrays",
+    "earlier_run_files",
     "evaluate_model",
     "fit",
     "format_metrics",

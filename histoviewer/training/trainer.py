@@ -29,7 +29,6 @@ process reads ``last.pt``, so ``out`` must be on a file system all nodes share.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import platform
@@ -45,17 +44,16 @@ import torch
 
 from histoviewer import distributed
 from histoviewer.distributed import DistContext
-from histoviewer.errors import DeviceError, HistoViewerError, StorageError
+from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.fileio import (
     atomic_write_text,
-    describe_os_error,
-    ensure_free_space,
     ensure_writable_dir,
 )
 from histoviewer.model import ModelInfo, build_network, load_model, save_model
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.tasks import Cancelled, CancelToken
 from histoviewer.training import report as reporting
+from histoviewer.training import run_folder
 from histoviewer.training.checkpoint import (
     LAST_FILE,
     load_last,
@@ -67,26 +65,10 @@ from histoviewer.training.config import RUNTIME_FIELDS, TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.engine import BatchStats, Engine, EpochStats, EvalResult
 from histoviewer.training.evaluation import classification_metrics
+from histoviewer.training.run_folder import BEST_FILE, SPLIT_FILE
 from histoviewer.training.split import Split, split_csv_text, split_for
 
 log = logging.getLogger(__name__)
-
-BEST_FILE = "best.safetensors"
-SPLIT_FILE = "split.csv"
-#: Every file a run writes into its folder.
-RUN_FILES = (
-    LAST_FILE,
-    BEST_FILE,
-    reporting.REPORT_FILE,
-    reporting.CURVES_FILE,
-    reporting.CONFUSION_FILE,
-    SPLIT_FILE,
-)
-# Classes assumed when the size of a run's files is estimated before the data is read:
-# the final layer is a sliver of a ResNet (2048 x 16 of ResNet-50's 23.5 M weights).
-_ESTIMATE_CLASSES = 16
-# The report, the two figures and split.csv together, generously.
-_REPORT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -199,35 +181,6 @@ def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
     return saved.replace(out=str(out), **overrides)
 
 
-def earlier_run_files(folder: str | Path) -> list[Path]:
-    """The files of an earlier run in ``folder`` (of :data:`RUN_FILES`); empty when there is
-    none. A lone split.csv (what ``epochs=0`` writes) is no run: every run rewrites it."""
-    folder = Path(folder).expanduser()
-    found = [folder / name for name in RUN_FILES if (folder / name).is_file()]
-    return found if any(path.name != SPLIT_FILE for path in found) else []
-
-
-def estimate_run_bytes(config: TrainConfig) -> int:
-    """About how much disk space a run of ``config`` needs in its folder at its peak.
-
-    ``last.pt`` holds the float32 weights and buffers plus the optimiser's state (Adam
-    and AdamW keep two more values per weight, SGD with momentum one); it is rewritten
-    atomically, so for a moment a new copy lies beside the old one. ``best.safetensors``
-    holds the float32 weights (rewritten too, but never at the same time as last.pt).
-    The network is built on the meta device: its sizes without any memory or time.
-    """
-    if config.epochs == 0:
-        return _REPORT_BYTES
-    with torch.device("meta"):
-        network = build_network(config.arch, _ESTIMATE_CLASSES)
-    weights = sum(t.numel() * t.element_size() for t in network.state_dict().values())
-    params = sum(p.numel() * p.element_size() for p in network.parameters())
-    # Adam and AdamW: two moments per weight; SGD: a momentum buffer, if it has momentum.
-    copies = 2 if config.optimizer in ("adam", "adamw") else int(config.momentum > 0)
-    last = weights + copies * params
-    return 2 * last + weights + _REPORT_BYTES
-
-
 def fit(
     config: TrainConfig,
     progress: ProgressCallback | None = None,
@@ -304,9 +257,9 @@ class _Run:
         checkpoint = self._resume_checkpoint() if resume else None
         # Every process looks (the folder is shared, or only rank 0's holds files); only
         # rank 0 removes, after the tiles are loaded, so a failed start keeps the old run.
-        earlier = [] if resume else self._earlier_run(overwrite)
+        earlier = [] if resume else run_folder.refuse_earlier_run(self.out, overwrite)
         if self.dist.is_main:
-            self._check_free_space(resume, earlier)
+            run_folder.check_free_space(self.config, resume, earlier)
         cfg = self.config
         processes = self.dist.world_size
         if cfg.batch_size % processes:
@@ -360,7 +313,7 @@ class _Run:
                 self.scale["mpp"],
                 self.scale["patch_microns"],
             )
-            self._remove(earlier)
+            run_folder.remove_earlier_run(self.out, earlier)
             atomic_write_text(self.out / SPLIT_FILE, split_text)
             log.info("split %s written to %s", split.counts(), self.out / SPLIT_FILE)
         if cfg.epochs == 0:
@@ -386,52 +339,6 @@ class _Run:
                 f"({cfg.batch_size // processes} per process); try a smaller batch "
                 "size (--batch-size) or image size"
             ) from None
-
-    def _earlier_run(self, overwrite: bool) -> list[Path]:
-        """The files of an earlier run in the output folder, which ``overwrite`` replaces;
-        without it, an earlier run is refused."""
-        files = earlier_run_files(self.out)
-        if files and not overwrite:
-            raise HistoViewerError(
-                f"{self.out} already holds a training run "
-                f"({', '.join(p.name for p in files)}); continue or extend it with --resume "
-                "(in the app, Resume), train into a new folder, or replace it with --overwrite"
-            )
-        return files
-
-    def _check_free_space(self, resume: bool, earlier: list[Path]) -> None:
-        """Refuse to start when the run's files will not fit on the disk (before the tiles
-        are read, which can take minutes). Files the run replaces free their space."""
-        replaced = earlier
-        if resume:
-            replaced = [self.out / name for name in RUN_FILES if (self.out / name).is_file()]
-        have = 0
-        for path in replaced:
-            with contextlib.suppress(OSError):  # gone meanwhile: it frees nothing
-                have += path.stat().st_size
-        need = estimate_run_bytes(self.config) - have
-        ensure_free_space(
-            self.out,
-            max(0, need),
-            f"the training run's checkpoints and report ({LAST_FILE}, {BEST_FILE}, ...)",
-        )
-
-    def _remove(self, files: list[Path]) -> None:
-        """Delete the earlier run's files (``--overwrite``): none is left beside the new
-        run's to be mistaken for its own."""
-        for path in files:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot remove {path} of the earlier run: {describe_os_error(exc)}"
-                ) from None
-        if files:
-            log.info(
-                "replacing the earlier run in %s: removed %s",
-                self.out,
-                ", ".join(p.name for p in files),
-            )
 
     def _resume_checkpoint(self) -> dict[str, Any]:
         checkpoint = load_last(self.out / LAST_FILE)

@@ -13,7 +13,7 @@ from training_support import tiny_config
 
 from histoviewer import cli, fileio
 from histoviewer.errors import HistoViewerError, StorageError
-from histoviewer.training import fit
+from histoviewer.training import fit, run_folder
 from histoviewer.training import trainer as trainer_module
 
 OLD = b"a file of the earlier run"
@@ -134,7 +134,7 @@ def test_a_full_disk_is_refused_before_any_tile_is_read(
     monkeypatch.setattr(fileio, "free_space", lambda folder: free)
     with pytest.raises(StorageError) as caught:
         fit(tiny_config(train_data, out))
-    need = trainer_module.estimate_run_bytes(tiny_config(train_data, out))
+    need = run_folder.estimate_run_bytes(tiny_config(train_data, out))
     assert str(caught.value) == (
         f"not enough free space in {out} for the training run's checkpoints and report "
         f"(last.pt, best.safetensors, ...): about {fileio.format_bytes(need)} needed, "
@@ -147,7 +147,7 @@ def test_a_full_disk_is_refused_before_any_tile_is_read(
 
 def test_the_estimate_follows_the_network_and_the_optimiser(tmp_path):
     def need(**changes) -> int:
-        return trainer_module.estimate_run_bytes(tiny_config(tmp_path, tmp_path / "o", **changes))
+        return run_folder.estimate_run_bytes(tiny_config(tmp_path, tmp_path / "o", **changes))
 
     # ResNet-18 has 11.7 M weights: last.pt twice (weights + two Adam moments) and the model.
     assert 7 * 11.1e6 * 4 < need() < 7 * 11.8e6 * 4 + 8e6

@@ -304,7 +304,7 @@ def test_cli_bad_input_is_one_line_on_stderr(tmp_path, capsys, restore_logging):
 
 
 def test_the_free_space_estimate_covers_what_a_run_writes(trained):
-    from histoviewer.training.trainer import RUN_FILES, estimate_run_bytes
+    from histoviewer.training.run_folder import RUN_FILES, estimate_run_bytes
 
     result, _ = trained
     sizes = {name: (result.out / name).stat().st_size for name in RUN_FILES}
