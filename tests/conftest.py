@@ -1,5 +1,6 @@
 """Project-wide test settings: offscreen Qt, few threads, deterministic torch."""
 
+import logging
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -11,6 +12,15 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kather2016")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """cli.main installs its own handler on the "histoviewer" logger; put it back."""
+    logger = logging.getLogger("histoviewer")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,21 @@ def sample_map() -> TissueMap:
     tmap.state[2, 0] = CLASSIFIED
     tmap.elapsed = 1.25
     return tmap
+
+
+def batch_map_args(slides, model, out) -> list[str]:
+    """`histoviewer map` of a batch on the CPU: NPZ and CSV, batches of 8 patches."""
+    return [
+        "map",
+        str(slides),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--formats",
+        "npz,csv",
+        "--batch-size",
+        "8",
+    ]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mapping_support import he_texture
+from mapping_support import batch_map_args, he_texture
 from PIL import Image
 from torchrun_faults import Node, one_node, two_nodes
 
@@ -43,24 +43,6 @@ def model(tmp_path_factory) -> Path:
     return path
 
 
-def _args(slides: Path, model: Path, out: Path) -> list[str]:
-    return [
-        "-q",
-        "map",
-        str(slides),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--formats",
-        "npz,csv",
-        "--batch-size",
-        "8",
-    ]
-
-
 def _stopped_within_a_minute(fault: Node, survivor: Node) -> float:
     (struck,) = fault.times("fault")
     (ended,) = survivor.times("exit 1")
@@ -73,7 +55,9 @@ def test_a_slow_slide_holds_back_only_the_process_mapping_it(slides, model, tmp_
     """Slides go to whichever process is free: while one process is held by slide a
     (which here waits until every other slide is mapped), the other maps all the rest."""
     out = tmp_path / "out"
-    node = one_node(_args(slides, model, out), HV_FAULT="slow-slide", HV_SLOW_SLIDE="a.png")
+    node = one_node(
+        ["-q", *batch_map_args(slides, model, out)], HV_FAULT="slow-slide", HV_SLOW_SLIDE="a.png"
+    )
     assert node.returncode == 0, node.stderr[-3000:]
     ranks = {
         name: json.loads(batch.sidecar_path(out, Path(name)).read_text())["outcome"]["rank"]
@@ -97,7 +81,7 @@ def test_a_process_that_fails_stops_the_others_at_once(slides, model, tmp_path, 
     in a long slide; on two nodes nothing but the fix stops the survivor."""
     out = tmp_path / "out"
     nodes = two_nodes(
-        _args(slides, model, out),
+        ["-q", *batch_map_args(slides, model, out)],
         HV_FAULT="disk-full",
         HV_FAULT_RANK=str(failing),
         HV_LONG_SLIDE_S=LONG_SLIDE_S,
@@ -119,7 +103,7 @@ def test_a_killed_process_stops_the_others(slides, model, tmp_path):
     one; torchrun then stops process 0 (SIGTERM), which says why."""
     out = tmp_path / "out"
     node = one_node(
-        _args(slides, model, out),
+        ["-q", *batch_map_args(slides, model, out)],
         HV_FAULT="kill",
         HV_FAULT_RANK="1",
         HV_LONG_SLIDE_S=LONG_SLIDE_S,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mapping_support import glass, he_texture
+from mapping_support import batch_map_args, glass, he_texture
 from PIL import Image
 
 from histoviewer import cli
@@ -41,15 +40,6 @@ def _model(path: Path, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """cli.main installs its own handler on the "histoviewer" logger; put it back."""
-    logger = logging.getLogger("histoviewer")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("slides")
@@ -68,23 +58,6 @@ def model(tmp_path_factory) -> Path:
     return _model(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=3)
 
 
-def _map_args(slides: Path, model: Path, out: Path) -> list[str]:
-    return [
-        "map",
-        str(slides),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--formats",
-        "npz,csv",
-        "--batch-size",
-        "8",
-    ]
-
-
 @pytest.fixture(scope="module")
 def first_run(slides, model, tmp_path_factory):
     out = tmp_path_factory.mktemp("maps")
@@ -100,7 +73,7 @@ def first_run(slides, model, tmp_path_factory):
         "2",
         "-m",
         "histoviewer",
-        *_map_args(slides, model, out),
+        *batch_map_args(slides, model, out),
     ]
     done = subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
@@ -158,7 +131,7 @@ def test_a_second_run_maps_nothing_new_and_another_model_remaps(
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
     summary_before = {r["slide"]: r for r in _summary(out)}
     # Now in one process: the records do not depend on who mapped a slide.
-    assert cli.main(_map_args(slides, model, out)) == 1
+    assert cli.main(batch_map_args(slides, model, out)) == 1
     captured = capsys.readouterr()
     assert "4 slide(s): 0 mapped, 3 skipped, 1 failed" in captured.out
     assert "patches classified" not in captured.out
@@ -172,7 +145,7 @@ def test_a_second_run_maps_nothing_new_and_another_model_remaps(
         assert (row["patches"], row["tumor_fraction"]) == (old["patches"], old["tumor_fraction"])
 
     other = _model(tmp_path / "other.safetensors", seed=11)
-    assert cli.main(_map_args(slides, other, out)) == 1
+    assert cli.main(batch_map_args(slides, other, out)) == 1
     assert "4 slide(s): 3 mapped, 0 skipped, 1 failed" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns != before[p.name] for p in out.glob("*.npz"))
 
@@ -204,7 +177,7 @@ def test_a_name_that_is_not_utf8_maps_and_is_skipped_on_a_rerun(tmp_path, model,
         fh.write(image.getvalue())
     Image.fromarray(he_texture(150, 150, seed=5)).save(folder / "plain.png")
     out = tmp_path / "out"
-    args = _map_args(folder, model, out)
+    args = batch_map_args(folder, model, out)
     args[args.index("npz,csv")] = "npz,csv,geojson"
     # A real process: its stdout is a pipe, which takes no undecodable name.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -251,7 +224,7 @@ def test_broken_and_looping_links_in_a_folder_fail_as_slides(tmp_path, model, ca
         "loop2.svs",
     ]
 
-    assert cli.main(_map_args(folder, model, out)) == 1
+    assert cli.main(batch_map_args(folder, model, out)) == 1
     captured = capsys.readouterr()
     assert "4 slide(s): 1 mapped, 0 skipped, 3 failed" in captured.out
     gone = f"cannot open {folder / 'gone.tif'}: it is a broken symbolic link (to "
@@ -274,7 +247,7 @@ def test_broken_and_looping_links_in_a_folder_fail_as_slides(tmp_path, model, ca
 def test_a_slide_named_summary_is_refused(tmp_path, model, capsys):
     for name in ("summary.png", "other.png"):
         Image.fromarray(he_texture(150, 150)).save(tmp_path / name)
-    assert cli.main(_map_args(tmp_path, model, tmp_path / "out")) == 1
+    assert cli.main(batch_map_args(tmp_path, model, tmp_path / "out")) == 1
     assert "would overwrite the batch's summary.csv" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -287,7 +260,7 @@ def test_a_slide_killed_among_its_exports_is_mapped_again_not_skipped(
     for i in range(2):
         write_strip_tiff(folder / f"s{i}.tif", width=600, height=450, seed=i)
     out = tmp_path / "out"
-    assert cli.main(_map_args(folder, model, out)) == 0  # writes NPZ, then CSV
+    assert cli.main(batch_map_args(folder, model, out)) == 0  # writes NPZ, then CSV
     real_csv = export_module.export_csv
 
     def killed_on_s1(tmap, path):
@@ -299,13 +272,13 @@ def test_a_slide_killed_among_its_exports_is_mapped_again_not_skipped(
     # the first model's.
     other = _model(tmp_path / "other.safetensors", seed=7)
     monkeypatch.setattr(export_module, "export_csv", killed_on_s1)
-    assert cli.main(_map_args(folder, other, out)) == 130  # interrupted
+    assert cli.main(batch_map_args(folder, other, out)) == 130  # interrupted
     monkeypatch.undo()
     assert json.loads((out / "s1.map.json").read_text())["status"] == "writing"
 
     # Back with the first model, s1's record must not pass for a finished set of it.
     capsys.readouterr()
-    assert cli.main(_map_args(folder, model, out)) == 0
+    assert cli.main(batch_map_args(folder, model, out)) == 0
     printed = capsys.readouterr().out
     assert "s1.tif: skipped" not in printed and "s1.tif: " in printed
     assert json.loads((out / "s1.map.json").read_text())["status"] == "mapped"

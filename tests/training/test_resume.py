@@ -8,7 +8,6 @@ the resume point on, the rates of a run planned that long from the start.
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -43,14 +42,6 @@ def one_thread():
 def every_batch_reported(monkeypatch):
     """Every batch reports its progress (with the rate after its step), not 4 a second."""
     monkeypatch.setattr(engine_module, "REPORT_INTERVAL_S", 0.0)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    logger = logging.getLogger("histoviewer")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def _batch_rates(events) -> dict[tuple[int, int], float]:

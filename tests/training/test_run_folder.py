@@ -4,7 +4,6 @@ files; both are checked before any tile is read."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ RUN_FILES = (
     "confusion_matrix.png",
     "split.csv",
 )
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    logger = logging.getLogger("histoviewer")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture

@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_support import CLASS_COLORS
+from training_support import CLASS_COLORS, tiny_config
 
 from histoviewer import cli
 from histoviewer.errors import HistoViewerError
 from histoviewer.model import load_model
 from histoviewer.tasks import CancelToken
-from histoviewer.training import TrainConfig, TrainEvent, fit, load_tiles, preset
+from histoviewer.training import TrainEvent, fit, load_tiles
 
-EPOCHS = 2
-
-
-def _config(data: Path, out: Path, **changes) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        arch="resnet18",
-        image_size=32,
-        batch_size=20,
-        epochs=EPOCHS,
-        device="cpu",
-        workers=2,
-    )
-    values.update(changes)
-    return preset("recipe", **values)
+EPOCHS = 2  # what tiny_config trains
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,16 +33,8 @@ def one_thread():
 def trained(train_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     events: list[TrainEvent] = []
-    result = fit(_config(train_data, out), progress=events.append)
+    result = fit(tiny_config(train_data, out), progress=events.append)
     return result, events
-
-
-@pytest.fixture
-def restore_logging():
-    logger = logging.getLogger("histoviewer")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def test_short_run_writes_checkpoints_split_report_and_figures(trained):
@@ -200,7 +175,7 @@ def test_cancel_then_resume_ends_like_an_uninterrupted_run(
         if event.kind == "batch" and event.epoch == 2:
             cancel.cancel()
 
-    stopped = fit(_config(train_data, out), progress=stop_in_epoch_two, cancel=cancel)
+    stopped = fit(tiny_config(train_data, out), progress=stop_in_epoch_two, cancel=cancel)
     assert stopped.cancelled and stopped.epochs_done == 1
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
     assert not (out / "report.json").exists()
@@ -227,17 +202,17 @@ def test_cancel_then_resume_ends_like_an_uninterrupted_run(
 def test_resume_refuses_other_settings_and_missing_checkpoint(trained, train_data, tmp_path):
     reference, _ = trained
     with pytest.raises(HistoViewerError, match=r"settings differ .*lr: 0\.001 -> 0\.01"):
-        fit(_config(train_data, reference.out, lr=0.01), resume=True)
+        fit(tiny_config(train_data, reference.out, lr=0.01), resume=True)
     with pytest.raises(
         HistoViewerError, match=r"settings differ .*mpp: not given \(0\.495 assumed\) -> 0\.25"
     ):
-        fit(_config(train_data, reference.out, mpp=0.25), resume=True)
+        fit(tiny_config(train_data, reference.out, mpp=0.25), resume=True)
     with pytest.raises(
         HistoViewerError, match=r"settings differ .*patch_size: the tiles' own size -> 64"
     ):
-        fit(_config(train_data, reference.out, patch_size=64), resume=True)
+        fit(tiny_config(train_data, reference.out, patch_size=64), resume=True)
     with pytest.raises(HistoViewerError, match="does not exist"):
-        fit(_config(train_data, tmp_path / "empty"), resume=True)
+        fit(tiny_config(train_data, tmp_path / "empty"), resume=True)
 
 
 def test_cli_evaluate_and_map_with_the_best_model(
