@@ -51,7 +51,10 @@ def _train_job(config: TrainConfig, resume: bool, device: str):
 
     def job(ctx: JobContext) -> FitResult:
         try:
-            cfg = resume_config(config.out, device=device) if resume else config
+            # epochs: the run's own, or more to extend a finished run.
+            cfg = (
+                resume_config(config.out, device=device, epochs=config.epochs) if resume else config
+            )
             return fit(cfg, ctx.progress, ctx.cancel, resume=resume)
         except (MemoryError, RuntimeError) as exc:
             # fit turns CUDA's out-of-memory error into DeviceError; this catches the
@@ -195,8 +198,10 @@ class TrainingDialog(QDialog):
         self.start_button.setEnabled(
             not running and form.dataset_ok and free_folder and not form.checking()
         )
+        self.resume_button.setEnabled(not running and form.can_resume())
         run = form.earlier_run
-        self.resume_button.setEnabled(not running and run is not None and not run.finished)
+        extend = run is not None and run.finished  # enabled once Epochs is above its length
+        self.resume_button.setText(f"Extend to {form.epochs} Epochs" if extend else "Resume")
         self.cancel_button.setEnabled(running)
         finished = self.result is not None and not self.result.cancelled
         self.use_button.setEnabled(not running and finished)
@@ -239,12 +244,15 @@ class TrainingDialog(QDialog):
         return self._launch(cfg, resume=False)
 
     def resume(self) -> int | None:
-        """Continue the interrupted run in the output folder from its last completed epoch."""
+        """Continue the interrupted run in the output folder from its last completed epoch,
+        or extend the finished one there to the form's Epochs."""
         run = self.form.earlier_run
-        if self.is_running() or run is None or run.finished:
+        if self.is_running() or run is None or not self.form.can_resume():
             return None
         try:
             cfg = TrainConfig.from_dict(run.config).replace(out=run.folder)
+            if run.finished:
+                cfg = cfg.replace(epochs=self.form.epochs)
         except HistoViewerError as exc:
             self.show_error(f"cannot resume the run in {run.folder}: {exc}")
             return None

@@ -64,6 +64,10 @@ class EarlierRun:
     finished: bool  # the test results were written (report.json)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def default_runs_root() -> Path:
     """Where new runs go unless the user chose a folder: Documents/HistoViewer/training."""
     docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
@@ -235,6 +239,8 @@ class TrainingForm(QWidget):
         self.arch_combo = QComboBox()
         self.arch_combo.addItems(list(ARCHITECTURES))
         self.epochs_spin = QSpinBox(minimum=1, maximum=1000)
+        # Raising it above a finished run's epochs is what makes Resume extend that run.
+        self.epochs_spin.valueChanged.connect(self.changed)
         self.batch_spin = QSpinBox(minimum=1, maximum=4096)
         self.image_spin = QSpinBox(minimum=16, maximum=1024, singleStep=16, suffix=" px")
         self.lr_spin = LearningRateBox()
@@ -379,6 +385,17 @@ class TrainingForm(QWidget):
 
     def _mpp_edited(self) -> None:
         self.mpp_given = True
+
+    @property
+    def epochs(self) -> int:
+        """The Epochs field: a run's length, and what a finished run is extended to."""
+        return self.epochs_spin.value()
+
+    def can_resume(self) -> bool:
+        """True when the folder's run can go on: interrupted, or finished and Epochs is
+        set above its length (extending it)."""
+        run = self.earlier_run
+        return run is not None and (not run.finished or self.epochs > run.epochs)
 
     def config(self) -> TrainConfig:
         """The run the form describes; HistoViewerError for a setting that cannot work."""
@@ -538,12 +555,9 @@ class TrainingForm(QWidget):
     def _on_probed(self, job_id: int, run: EarlierRun | None) -> None:
         self.earlier_run = run
         self.run_problem = ""
-        if run is not None and run.finished:
-            self.run_problem = (
-                f"This folder holds a finished run ({run.epochs} epochs). Choose another "
-                "folder for a new run."
-            )
-        elif run is not None:
+        if run is not None:
+            # Its settings, so that Resume (or, for a finished run, more epochs) reads
+            # as what it will do.
             try:
                 self.apply_config(TrainConfig.from_dict(run.config))
             except Exception as exc:  # a checkpoint from another version: show it anyway
@@ -564,6 +578,13 @@ class TrainingForm(QWidget):
         if self.run_problem:
             self.run_label.setText(self.run_problem)
             self.run_label.setStyleSheet(ERROR_STYLE)
+        elif run is not None and run.finished:
+            self.run_label.setText(
+                f"A finished run of {_epochs(run.epochs)} is in this folder. To extend it, "
+                f"set Epochs above {run.epochs} and press Extend; a new run needs another "
+                "folder."
+            )
+            self.run_label.setStyleSheet("font-weight: bold;")
         elif run is not None:
             self.run_label.setText(
                 f"An interrupted run was found at epoch {run.epoch} of {run.epochs}: "

@@ -330,6 +330,23 @@ def test_train_cancel_resume_results_and_use_the_model(
     assert window.model_path == str(best) == config.last_model_path(settings)
     assert window.model_label.text() == f"Model: {window.classifier.info.name}"
 
+    # The finished run can be extended: its folder again, Epochs raised, Resume.
+    dialog.form.out_edit.setText(str(out))
+    qtbot.waitUntil(lambda: dialog.form.earlier_run is not None, timeout=TIMEOUT)
+    assert "A finished run of 2 epochs" in dialog.form.run_label.text()
+    assert dialog.form.epochs == 2  # the run's own settings are shown
+    assert not dialog.resume_button.isEnabled() and not dialog.start_button.isEnabled()
+    assert dialog.resume_button.text() == "Extend to 2 Epochs"
+    dialog.form.epochs_spin.setValue(3)
+    assert dialog.resume_button.isEnabled() and dialog.resume_button.text() == "Extend to 3 Epochs"
+    with qtbot.waitSignal(dialog.run_finished, timeout=TIMEOUT) as blocker:
+        dialog.resume_button.click()
+    extended = blocker.args[0]
+    assert not extended.cancelled and extended.epochs_done == 3
+    assert extended.extensions == [{"from_epochs": 2, "to_epochs": 3, "after_epoch": 2}]
+    assert "Continuing after epoch 2 of 3" in dialog.log_text()
+    assert [h["epoch"] for h in extended.history] == [1, 2, 3]
+
 
 def test_curve_redraws_are_coalesced(qtbot):
     curves = TrainingCurves(min_interval_ms=200)
