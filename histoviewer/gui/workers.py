@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.tasks import Cancelled, CancelToken
@@ -104,6 +104,13 @@ class _Worker(QObject):
         else:
             self.succeeded.emit(job_id, result)
         finally:
+            # Back to the GUI thread, to be deleted there (JobRunner._on_done). Deleted on
+            # this thread as it ended, the Python object's destructor could need the GIL
+            # while holding one of Qt's connection locks, and deadlock with a GUI thread
+            # that holds the GIL and waits for that lock (seen: a whole test run stalled).
+            app = QCoreApplication.instance()
+            if app is not None:
+                self.moveToThread(app.thread())
             self.done.emit(job_id)
 
 
@@ -167,7 +174,6 @@ class JobRunner(QObject):
         # Direct: quit must not wait for the GUI thread's event loop (shutdown blocks it).
         worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.started.connect(worker.run)
-        thread.finished.connect(worker.deleteLater)  # runs on the job's thread as it ends
         self._jobs[job_id] = (thread, worker)
         self._current = job_id
         thread.start()
@@ -229,7 +235,8 @@ class JobRunner(QObject):
         entry = self._jobs.pop(job_id, None)
         if entry is None:
             return
-        thread, _ = entry
+        thread, worker = entry
         thread.wait()  # quit() was already called from the job's thread, or is imminent
+        worker.deleteLater()  # on this (GUI) thread: the worker moved back as it finished
         thread.deleteLater()
         self.finished.emit(job_id)

@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from histoviewer.errors import ModelError
 from histoviewer.gui import settings as config
+from histoviewer.gui import workers
 from histoviewer.gui.icons import icon
 from histoviewer.gui.legend import LegendPanel
 from histoviewer.gui.overlay import MIN_SHADED_ALPHA, MapOverlay, colorize
@@ -135,6 +136,32 @@ def test_job_runner_delivers_results_of_the_current_job_only(qtbot):
     qtbot.waitUntil(lambda: sorted(finished) == [first, second], timeout=5000)
     assert done == [(second, "new")]  # the superseded job's result was dropped
     assert not runner.is_busy() and runner.running_jobs() == []
+
+
+def test_job_workers_are_deleted_on_the_gui_thread(qtbot, monkeypatch):
+    """Deleted on their own thread as it ended, a worker's destructor could wait for the
+    GIL while holding a Qt connection lock the GUI thread needed: a rare deadlock that
+    stalled a whole test run. They must be deleted on the GUI thread."""
+    deleted_on = []
+
+    class WatchedWorker(workers._Worker):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.destroyed.connect(
+                lambda *_: deleted_on.append(threading.current_thread().name),
+                Qt.ConnectionType.DirectConnection,
+            )
+
+    monkeypatch.setattr(workers, "_Worker", WatchedWorker)
+    runner = JobRunner()
+    finished = []
+    runner.finished.connect(finished.append)
+    for _ in range(3):
+        runner.start(lambda ctx: "ok", "answer")
+        qtbot.waitUntil(lambda: not runner.running_jobs(), timeout=5000)
+    qtbot.waitUntil(lambda: len(deleted_on) == 3, timeout=5000)
+    assert len(finished) == 3
+    assert set(deleted_on) == {threading.main_thread().name}
 
 
 def test_job_runner_reports_progress_partials_errors_and_cancel(qtbot):
