@@ -23,6 +23,17 @@ def restore_logging():
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = usefixtures(...)``): on a busy
+    shared CPU, two threads that wait on each other at every barrier are several times
+    slower than one (and far less predictable)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="session")
 def kather_dir():
     """The lossless Kather 2016 tiles in ../shared, or skip where they are absent."""

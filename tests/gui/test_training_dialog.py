@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from PySide6.QtCore import QSettings
 
@@ -47,13 +46,7 @@ def make_tiles(root: Path, per_class: int = 6, size: int = 40, seed: int = 0) ->
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One torch thread: on the shared CPU two threads that wait on each other are slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

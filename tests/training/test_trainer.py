@@ -19,14 +19,7 @@ from histoviewer.training import TrainEvent, fit, load_tiles
 EPOCHS = 2  # what tiny_config trains
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared CPU, two threads that wait on each other at
-    every barrier are several times slower than one (and far less predictable)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
