@@ -8,7 +8,8 @@ histoviewer itself), then starts the frozen program with no Python environment a
 1. ``HistoViewer --version`` prints the package version (the metadata was bundled);
 2. ``HistoViewer info SLIDE`` reads a generated strip TIFF;
 3. ``HistoViewer map SLIDE --model tiny.safetensors`` classifies it on the CPU (torch,
-   torchvision and the exports work frozen);
+   torchvision and the exports work frozen), then again with ``--backend onnxruntime``
+   (the ONNX export and ONNX Runtime work frozen, and the exported model is kept);
 4. ``HistoViewer SLIDE`` opens the viewer offscreen with HISTOVIEWER_AUTOQUIT_MS set, twice:
    it must exit 0, log no error, and have put the slide in its recent-files list, which
    happens only after the slide opened in the window.
@@ -62,13 +63,19 @@ def executable(app_dir: Path) -> Path:
     raise SmokeTestFailure(f"{app_dir} holds no HistoViewer program: was the build completed?")
 
 
+#: Variables of the development environment that a user's session does not have.
+_NOT_THE_USERS = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "HISTOVIEWER_RESOURCES",
+    "HISTOVIEWER_ONNX_CACHE_DIR",
+)
+
+
 def frozen_env(work: Path, autoquit_ms: int | None = None) -> dict[str, str]:
     """The environment of a user's session: no Python paths, settings in a scratch folder."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HISTOVIEWER_RESOURCES")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_THE_USERS}
     env.update(
         QT_QPA_PLATFORM="offscreen",
         XDG_CONFIG_HOME=str(work / "config"),
@@ -138,6 +145,15 @@ def smoke_test(app_dir: Path, *, autoquit_ms: int = 3000, gui_runs: int = 2) -> 
         if not exports:
             raise SmokeTestFailure(f"'map' wrote nothing to {maps}:\n{output}")
         log.info("map exports: %s", ", ".join(exports))
+
+        ort_maps = work / "maps-onnxruntime"
+        cmd = [program, "map", str(slide), "--model", str(model), "--out", str(ort_maps)]
+        cmd += ["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]
+        output, _ = run(cmd, {**env, "HISTOVIEWER_ONNX_CACHE_DIR": str(work / "onnx")}, work, 300)
+        kept = sorted((work / "onnx").glob("*.onnx"))
+        if not list(ort_maps.glob(f"{slide.stem}*")) or not kept:
+            raise SmokeTestFailure(f"'map --backend onnxruntime' did not work frozen:\n{output}")
+        log.info("onnxruntime backend: %s", kept[0].name)
 
         for attempt in range(gui_runs):
             env = frozen_env(work, autoquit_ms)

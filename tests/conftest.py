@@ -14,6 +14,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kather2016")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_in_tmp(tmp_path_factory):
+    """Models exported for the onnxruntime backend go to a temporary folder, never to the
+    user's cache (on CPUs without native bf16 every CPU map uses that backend)."""
+    name = "HISTOVIEWER_ONNX_CACHE_DIR"  # histoviewer.mapping.onnx_backend.ONNX_CACHE_ENV
+    saved = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if saved is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = saved
+
+
 @pytest.fixture(autouse=True)
 def restore_logging():
     """cli.main installs its own handler on the "histoviewer" logger; put it back."""

@@ -56,7 +56,8 @@ WRITING = "writing"
 @dataclass(frozen=True)
 class BatchOptions:
     """The settings of a batch. Those in :meth:`key` decide whether an earlier result
-    still stands; ``batch_size`` does not change the result."""
+    still stands; ``batch_size`` and ``backend`` do not change the result (the
+    backends agree within float32 rounding)."""
 
     stride: int | None = None  # model pixels; None: the model's patch size
     batch_size: int = 64
@@ -65,6 +66,7 @@ class BatchOptions:
     formats: tuple[str, ...] = tuple(FORMATS)
     mpp: float | None = None  # the slides' scale, overriding their files' (--mpp)
     strict: bool = False  # refuse a slide with a warning (see mapping/checks.py)
+    backend: str = "auto"  # auto, torch, onnxruntime (engine.choose_backend)
 
     def key(self) -> dict[str, Any]:
         return {
@@ -290,6 +292,7 @@ def map_and_export(
             batch_size=options.batch_size,
             skip_background=options.skip_background,
             precision=options.precision,
+            backend=options.backend,
             progress=progress,
         )
     tmap.warnings = [{"kind": w.kind, "message": printable(w.message)} for w in warnings]

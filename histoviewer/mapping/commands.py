@@ -28,6 +28,9 @@ from histoviewer.mapping.grid import make_grid
 
 log = logging.getLogger(__name__)
 
+#: The --backend choices of ``map`` (engine.BACKENDS, without importing torch here).
+BACKENDS = ("auto", "torch", "onnxruntime")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``info``, ``map`` and ``benchmark`` to the top-level parser's subcommands."""
@@ -115,6 +118,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default): bf16/fp16 where the device is fast at it",
     )
     mapper.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference backend; auto (default): ONNX Runtime on a CPU without native "
+        "bf16, PyTorch everywhere else",
+    )
+    mapper.add_argument(
         "--mpp",
         type=_mpp,
         metavar="UM",
@@ -134,7 +144,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="time the mapping engine against a recipe-style baseline",
         description="Write a synthetic slide, then classify the same patches with a "
         "baseline written as the recipe does it (PIL crops, torchvision transforms, a "
-        "DataLoader, float32) and with HistoViewer's engine; print both speeds.",
+        "DataLoader, float32) and with HistoViewer's engine, once per inference backend "
+        "(PyTorch; ONNX Runtime on the CPU); print each speed, the speed-ups, the "
+        "agreement with the baseline and each backend's speed on the network alone.",
     )
     bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     bench.add_argument("--arch", default="resnet50", help="network architecture (default resnet50)")
@@ -161,6 +173,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="side of the synthetic square slide (default 5000)",
     )
     bench.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    bench.add_argument(
+        "--backend",
+        choices=("all", *BACKENDS),
+        default="all",
+        help="the engine's inference backends to time: all (default: torch, and "
+        "onnxruntime on the CPU in float32), auto (the one map would use), torch, "
+        "onnxruntime",
+    )
     bench.set_defaults(func=run_benchmark_command)
 
 
@@ -250,11 +270,18 @@ def run_map(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, device):
+    from histoviewer.mapping.engine import choose_backend
     from histoviewer.model import load_model
 
     started = time.perf_counter()
     classifier = load_model(args.model, device=device)
     log.info("loaded %r in %.1f s", classifier, time.perf_counter() - started)
+    # A backend that cannot run here (onnxruntime on a GPU, in bf16, not installed) is
+    # refused before the first slide is read.
+    backend = choose_backend(
+        getattr(args, "backend", "auto"), classifier.device, getattr(args, "precision", "auto")
+    )
+    log.info("inference backend: %s", backend)
     return classifier
 
 
@@ -269,6 +296,7 @@ def _options(args: argparse.Namespace, formats):
         formats=tuple(formats),
         mpp=getattr(args, "mpp", None),
         strict=bool(getattr(args, "strict", False)),
+        backend=getattr(args, "backend", "auto"),
     )
 
 
@@ -404,6 +432,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         patches=args.patches,
         slide_size=args.slide_size,
         precision=getattr(args, "precision", "auto"),
+        backend=getattr(args, "backend", "all"),
         say=None if getattr(args, "quiet", False) else _say,
     )
     print(result.report())

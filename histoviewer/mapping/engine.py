@@ -32,8 +32,10 @@ import torch
 from histoviewer.device import autocast_dtype, resolve_device
 from histoviewer.errors import DeviceError
 from histoviewer.mapping.background import DEFAULT_MIN_TISSUE, background_patches
+from histoviewer.mapping.cache import is_current
 from histoviewer.mapping.grid import PatchGrid, make_grid
-from histoviewer.mapping.patches import batches, read_patches
+from histoviewer.mapping.patches import read_patches
+from histoviewer.mapping.schedule import BatchSizer, PatchQueue, region_mask
 from histoviewer.mapping.tissue_map import (
     BACKGROUND,
     CLASSIFIED,
@@ -47,6 +49,9 @@ from histoviewer.tasks import CancelToken
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# "auto": ONNX Runtime on a CPU without native bf16 (faster there than PyTorch), PyTorch
+# everywhere else; see choose_backend.
+BACKENDS = ("auto", "torch", "onnxruntime")
 # Batches read ahead of the one being classified.
 _PREFETCH = 2
 # Networks prepared for inference, per source network (one device each).
@@ -100,22 +105,40 @@ def map_slide(
     min_tissue: float = DEFAULT_MIN_TISSUE,
     max_patches: int | None = None,
     read_workers: int | None = None,
+    backend: str = "auto",
+    resume: TissueMap | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    focus: Callable[[], tuple[float, float, float, float] | None] | None = None,
 ) -> TissueMap:
     """Classify the patches of ``slide`` with ``classifier``; returns the TissueMap.
 
     ``stride`` is in model pixels (None: the model's patch size, no overlap). ``device``
     None uses the classifier's device; another device gets a private copy of the
     network (the classifier is left as it is). ``precision`` "auto" autocasts where
-    the device has fast reduced precision, "fp32" never. With ``skip_background``
-    glass patches get state BACKGROUND without being read. ``max_patches`` classifies
-    only the first N patches in row-major order (benchmarks; the map is incomplete).
+    the device has fast reduced precision, "fp32" never. ``backend`` chooses what runs
+    the network (:func:`choose_backend`). With ``skip_background`` glass patches get
+    state BACKGROUND without being read. ``max_patches`` classifies only the first N
+    patches in row-major order (benchmarks; the map is incomplete).
+
+    ``resume`` continues a partial map of the same slide, model and grid: its
+    classified and background patches are kept, only its pending ones are classified,
+    and a new map is returned (``resume`` is left as it is). ``region`` (level-0 x, y,
+    width, height) classifies only the patches overlapping it; the others stay
+    pending. ``focus`` returns the level-0 rectangle the user is looking at (or None):
+    it is called before each batch is chosen, on the calling thread, and the patches
+    in it go first, then outward; it must be cheap and thread-safe.
 
     ``progress`` is called before the first batch and after every batch,
-    ``on_batch`` after every batch, both on the calling thread. When ``cancel`` is
-    cancelled the map computed so far is returned with ``complete == False``.
+    ``on_batch`` after every batch, both on the calling thread. On a CPU batches are
+    sized to take about a second (the first few hold 4 patches), so both come often.
+    ``MapProgress.done`` and ``total`` include the patches ``resume`` had classified
+    in the job's scope. When ``cancel`` is cancelled the map computed so far is
+    returned with ``complete == False``.
 
     Raises SlideError when the slide is too small or cannot be read, DeviceError
-    for an unusable device or when even one patch does not fit in GPU memory.
+    for an unusable device or when even one patch does not fit in GPU memory,
+    ValueError for a ``resume`` map of another slide, model or grid, or a ``region``
+    outside the slide.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -133,29 +156,47 @@ def map_slide(
         slide=slide_identity(slide),
         model=classifier.identity(),
     )
+    earlier = 0.0
+    if resume is not None:
+        check_resumable(resume, tmap)
+        tmap.probs[...] = resume.probs
+        tmap.state[...] = resume.state
+        tmap.warnings = list(resume.warnings)
+        earlier = resume.elapsed
+    scope = np.ones(tmap.state.shape, dtype=bool)
+    if region is not None:
+        scope = region_mask(grid, region)
     if _cancelled(cancel):
-        tmap.elapsed = time.perf_counter() - started
+        tmap.elapsed = earlier + time.perf_counter() - started
+        tmap.complete = not np.any(tmap.state == PENDING)
         return tmap
     if skip_background:
-        tmap.state[background_patches(slide, grid, min_tissue=min_tissue)] = BACKGROUND
-    todo = [(int(r), int(c)) for r, c in zip(*np.nonzero(tmap.state == PENDING), strict=True)]
+        glass = background_patches(slide, grid, min_tissue=min_tissue)
+        tmap.state[glass & (tmap.state == PENDING)] = BACKGROUND
+    todo = scope & (tmap.state == PENDING)
     if max_patches is not None:
-        todo = todo[: max(0, max_patches)]
-    runner = _Runner(classifier, dev, precision, batch_size)
+        keep = np.flatnonzero(todo)[: max(0, max_patches)]
+        todo = np.zeros_like(todo)
+        todo.flat[keep] = True
+    before = int(np.count_nonzero(scope & (tmap.state == CLASSIFIED)))
+    runner = make_runner(classifier, dev, precision, batch_size, backend)
+    queue = PatchQueue(grid, todo, focus)
+    sizer = BatchSizer(batch_size, adaptive=runner.device.type == "cpu")
     _classify(
         slide,
         grid,
         tmap,
-        todo,
+        queue,
+        sizer,
         runner,
-        batch_size,
+        before,
         progress,
         cancel,
         on_batch,
         started,
         read_workers,
     )
-    tmap.elapsed = time.perf_counter() - started
+    tmap.elapsed = earlier + time.perf_counter() - started
     tmap.complete = not np.any(tmap.state == PENDING)
     log.info(
         "mapped %d patches (%d background) in %.1f s%s",
@@ -167,27 +208,48 @@ def map_slide(
     return tmap
 
 
+def check_resumable(partial: TissueMap, fresh: TissueMap) -> None:
+    """Raise ValueError unless ``partial`` can be continued as ``fresh`` (an empty map
+    of the slide, model and grid about to be mapped)."""
+    what = None
+    if (partial.rows, partial.cols) != (fresh.rows, fresh.cols) or (
+        partial.patch_size,
+        partial.stride,
+        partial.origin,
+        partial.extent,
+    ) != (fresh.patch_size, fresh.stride, fresh.origin, fresh.extent):
+        what = "another patch grid (slide size or stride)"
+    elif partial.class_names != fresh.class_names:
+        what = "other classes"
+    elif partial.model.get("fingerprint") not in (None, fresh.model.get("fingerprint")):
+        what = "another model"
+    elif partial.slide and not is_current(partial, fresh.slide, partial.model.get("fingerprint")):
+        what = "another slide file (or the file has changed)"
+    if what is not None:
+        raise ValueError(f"the partial map cannot be continued: it was made with {what}")
+
+
 def _classify(
     slide,
     grid: PatchGrid,
     tmap: TissueMap,
-    todo: list[tuple[int, int]],
-    runner: _Runner,
-    batch_size: int,
+    queue: PatchQueue,
+    sizer: BatchSizer,
+    runner,
+    before: int,
     progress: Callable[[MapProgress], None] | None,
     cancel: CancelToken | None,
     on_batch: Callable[[BatchResult], None] | None,
     started: float,
     read_workers: int | None,
 ) -> None:
-    total = len(todo)
+    total = before + len(queue)
     skipped = tmap.background_count
-    work = batches(todo, batch_size)
     compute_start = time.perf_counter()
     done = 0
     if progress:
-        progress(MapProgress(0, total, skipped, 0.0, None, compute_start - started))
-    if not work:
+        progress(MapProgress(before, total, skipped, 0.0, None, compute_start - started))
+    if not len(queue):
         return
     workers = read_workers or max(1, min(4, (os.cpu_count() or 2)))
     pinned = runner.device.type == "cuda"
@@ -203,20 +265,26 @@ def _classify(
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="histoviewer-read")
     try:
-        pending: deque[Future] = deque()
-        upcoming = iter(work)
-        for batch in upcoming:
-            pending.append(pool.submit(load, batch))
-            if len(pending) > _PREFETCH:
-                break
-        for batch in work:
+        # Batches are chosen as they are submitted, so a moved focus counts from the
+        # batch after those already being read.
+        pending: deque[tuple[list[tuple[int, int]], Future]] = deque()
+
+        def submit() -> None:
+            batch = queue.take(sizer.next())
+            if batch:
+                pending.append((batch, pool.submit(load, batch)))
+
+        for _ in range(_PREFETCH + 1):
+            submit()
+        while pending:
             if _cancelled(cancel):
                 return
-            pixels = pending.popleft().result()
-            nxt = next(upcoming, None)
-            if nxt is not None:
-                pending.append(pool.submit(load, nxt))
+            batch, future = pending.popleft()
+            pixels = future.result()
+            submit()
+            t0 = time.perf_counter()
             probs = runner(pixels)
+            sizer.record(len(batch), time.perf_counter() - t0)
             rows = np.fromiter((rc[0] for rc in batch), dtype=np.int64, count=len(batch))
             cols = np.fromiter((rc[1] for rc in batch), dtype=np.int64, count=len(batch))
             tmap.probs[rows, cols] = probs
@@ -227,10 +295,67 @@ def _classify(
             if progress:
                 now = time.perf_counter()
                 rate = done / max(now - compute_start, 1e-9)
-                eta = (total - done) / rate if rate > 0 else None
-                progress(MapProgress(done, total, skipped, rate, eta, now - started))
+                eta = (total - before - done) / rate if rate > 0 else None
+                progress(MapProgress(before + done, total, skipped, rate, eta, now - started))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def choose_backend(backend: str, device: torch.device, precision: str) -> str:
+    """The inference backend ``backend`` ("auto", "torch", "onnxruntime") resolves to.
+
+    "auto" is ONNX Runtime on a CPU unless PyTorch's bf16 will be used there (a CPU
+    with native bf16 and precision "auto" or "bf16", where PyTorch is faster), and
+    when onnxruntime is not installed; PyTorch on every other device. Raises
+    DeviceError for ONNX Runtime asked for on another device than the CPU or in a
+    reduced precision, or when it is not installed.
+    """
+    from histoviewer.mapping import onnx_backend
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "torch":
+        return "torch"
+    if backend == "onnxruntime":
+        if device.type != "cpu":
+            raise DeviceError(
+                f"the onnxruntime backend runs on the CPU only, not on {device} "
+                "(use --backend torch, or --device cpu)"
+            )
+        if precision not in ("auto", "fp32"):
+            raise DeviceError(
+                f"the onnxruntime backend computes in float32; --precision {precision} "
+                "needs --backend torch"
+            )
+        if not onnx_backend.available():
+            raise DeviceError("the onnxruntime backend is not installed (pip install onnxruntime)")
+        return "onnxruntime"
+    if device.type != "cpu" or precision_dtype(precision, device) is not None:
+        return "torch"
+    return "onnxruntime" if onnx_backend.available() else "torch"
+
+
+def make_runner(
+    classifier: Classifier,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    backend: str = "auto",
+):
+    """A callable for ``backend`` on ``device``: uint8 NHWC pixels (a CPU tensor) in,
+    float32 probabilities (N, C) out; it has ``device``, ``name`` and ``chunk``.
+
+    "auto" falls back to PyTorch for a network that does not export to ONNX."""
+    if choose_backend(backend, device, precision) == "onnxruntime":
+        from histoviewer.mapping.onnx_backend import OnnxRunner
+
+        try:
+            return OnnxRunner(classifier, batch_size=batch_size)
+        except DeviceError as exc:
+            if backend != "auto":
+                raise
+            log.warning("%s; using the torch backend", exc)
+    return _Runner(classifier, device, precision, batch_size)
 
 
 class _Runner:
@@ -242,6 +367,7 @@ class _Runner:
     def __init__(
         self, classifier: Classifier, device: torch.device, precision: str, batch_size: int
     ) -> None:
+        self.name = "torch"
         self.info = classifier.info
         self.device = device
         self.network = _network_on(classifier, device)
@@ -258,7 +384,7 @@ class _Runner:
                         f"the {self.device} device ran out of memory classifying a single "
                         "patch; close other programs using it or map on the CPU (--device cpu)"
                     ) from None
-                self.chunk = max(1, self.chunk // 2)
+                self.chunk = max(1, min(self.chunk, len(batch)) // 2)
                 log.warning("out of device memory: batch size lowered to %d", self.chunk)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -305,13 +431,13 @@ def _network_on(classifier: Classifier, device: torch.device) -> torch.nn.Module
         cached = _prepared.get(net)
         if cached is not None and cached[0] == key:
             return cached[1]
-    prepared = _fold_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
+    prepared = fold_batchnorm(net).to(device=device, memory_format=torch.channels_last).eval()
     with _prepared_lock:
         _prepared[net] = (key, prepared)
     return prepared
 
 
-def _fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
     try:
         from torch.fx.experimental.optimization import fuse
 

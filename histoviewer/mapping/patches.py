@@ -95,8 +95,3 @@ def _read_run(slide, grid, row, y, cols, slots, out, bands) -> None:
     else:
         for slot, x in zip(slots, xs, strict=True):
             out[slot] = slide.read_region(grid.level, x, y, size, size)
-
-
-def batches(items: Sequence[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """``items`` cut into consecutive lists of at most ``size``."""
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -193,7 +193,8 @@ def test_map_rejects_bad_options(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_benchmark_command_reports_both_sides(capsys):
+def test_benchmark_command_reports_every_side(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HISTOVIEWER_ONNX_CACHE_DIR", str(tmp_path / "onnx"))
     args = parse(
         [
             "benchmark",
@@ -202,9 +203,9 @@ def test_benchmark_command_reports_both_sides(capsys):
             "--input-size",
             "32",
             "--patches",
-            "12",
+            "24",
             "--slide-size",
-            "600",
+            "900",
             "--batch-size",
             "8",
             "--device",
@@ -213,23 +214,44 @@ def test_benchmark_command_reports_both_sides(capsys):
             "fp32",
         ]
     )
+    assert args.backend == "all"
     assert args.func(args) == 0
     captured = capsys.readouterr()
     out = captured.out
-    assert "12 patches" in out and "engine float32" in out
-    rates = [
-        float(line.split()[1])
-        for line in out.splitlines()
-        if line.startswith(("baseline ", "engine "))
-    ]
-    assert len(rates) == 2 and all(r > 0 for r in rates)
-    assert "speed-up:" in out and "model load" in out and "first batch" in out
-    # Same weights and patches, float32 on both sides: the same classes and nearly the
-    # same probabilities (PIL and torch resize differ slightly).
-    agreement = float(out.split("agreement: ")[1].split(" %")[0])
-    largest = float(out.split("largest probability difference ")[1].split()[0])
-    assert agreement >= 90.0 and largest < 0.05
-    assert "running the engine" in captured.err
+    assert "24 patches" in out
+    sides = {line.split()[0]: line for line in out.splitlines() if "patches/s steady" in line}
+    assert sorted(sides) == ["baseline", "onnxruntime", "torch"]
+    for line in sides.values():
+        assert float(line.split()[1]) > 0 and "float32" in line
+        assert "model load" in line and "first batch" in line
+    for name in ("torch", "onnxruntime"):
+        # Same weights and patches, float32 on every side: the same classes and nearly
+        # the same probabilities (PIL and torch resize differ slightly).
+        (versus,) = [x for x in out.splitlines() if x.startswith(f"{name}: ") and "baseline" in x]
+        assert float(versus.split()[1].rstrip("x")) > 0
+        assert float(versus.split("agreement ")[1].split(" %")[0]) >= 90.0
+        assert float(versus.split("largest probability difference ")[1].split()[0]) < 0.05
+        alone = out.split(f"{name}: network alone ")[1]
+        assert float(alone.split()[0]) > 0
+        assert float(alone.split("end to end ")[1].split(" %")[0]) > 0
+    # The two backends compute the same float32 function.
+    both = out.split("onnxruntime / torch: ")[1]
+    assert float(both.split("agreement ")[1].split(" %")[0]) == 100.0
+    assert float(both.split("largest probability difference ")[1].split()[0]) <= 1e-3
+    assert "running the engine with the onnxruntime backend" in captured.err
+    assert (tmp_path / "onnx").is_dir()
+
+
+def test_benchmark_backend_chooses_the_engine_sides(capsys):
+    argv = ["benchmark", "--arch", "resnet18", "--input-size", "32", "--patches", "8"]
+    argv += ["--slide-size", "600", "--batch-size", "8", "--device", "cpu"]
+    args = parse([*argv, "--precision", "fp32", "--backend", "torch"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "torch: network alone" in out and "onnxruntime" not in out
+    args = parse([*argv, "--precision", "bf16", "--backend", "onnxruntime"])
+    with pytest.raises(HistoViewerError, match="computes in float32"):
+        args.func(args)
 
 
 # --- scale and stain: --mpp, --strict, warnings ----------------------------------------
