@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QToolButton
 
@@ -101,13 +101,25 @@ def build_actions(w: MainWindow) -> None:
         w.map_tissue,
         shortcut="Ctrl+M",
         icon_name="map",
-        tip="Classify every patch of the slide",
+        tip="Classify every patch of the slide, those in view first",
+    )
+    w.map_region_action = a(
+        "Map &Region",
+        w.map_region,
+        shortcut="Ctrl+R",
+        icon_name="map-region",
+        tip="Drag a rectangle on the slide and map only that region (Esc cancels)",
+    )
+    w.map_view_action = a(
+        "Map Current &View",
+        w.map_current_view,
+        tip="Map only the part of the slide the view shows",
     )
     w.remap_action = a(
         "&Re-map Tissue",
         w.remap_tissue,
         shortcut="Ctrl+Shift+M",
-        tip="Map the slide again and replace the saved map",
+        tip="Map the whole slide afresh and replace the saved map",
     )
     w.cancel_action = a(
         "&Cancel Mapping",
@@ -183,8 +195,10 @@ def build_menus(w: MainWindow) -> None:
         view_menu.addAction(dock.toggleViewAction())
 
     analysis = bar.addMenu("&Analysis")
-    for action in (w.map_action, w.remap_action, w.cancel_action):
+    for action in (w.map_action, w.map_region_action, w.map_view_action):
         analysis.addAction(action)
+    analysis.addAction(w.remap_action)
+    analysis.addAction(w.cancel_action)
     analysis.addSeparator()
     analysis.addAction(w.scale_action)
     analysis.addAction(w.settings_action)
@@ -197,6 +211,12 @@ def build_menus(w: MainWindow) -> None:
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(w.about_action)
 
+    # Right-click on the slide: the mapping actions where the user looks.
+    view = w.view
+    view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+    for action in (w.map_action, w.map_region_action, w.map_view_action, w.cancel_action):
+        view.addAction(action)
+
 
 def build_toolbar(w: MainWindow) -> None:
     tools = w.addToolBar("Main")
@@ -208,6 +228,7 @@ def build_toolbar(w: MainWindow) -> None:
         tools.addAction(action)
     tools.addSeparator()
     tools.addAction(w.map_action)
+    tools.addAction(w.map_region_action)
     tools.addAction(w.cancel_action)
     tools.addAction(w.overlay_action)
     export_button = QToolButton()
@@ -239,6 +260,8 @@ def update_actions(w: MainWindow) -> None:
         action.setEnabled(has_slide)
     # Map Tissue stays enabled without a model: it then says how to get one.
     w.map_action.setEnabled(not mapping)
+    w.map_region_action.setEnabled(has_slide and not mapping)
+    w.map_view_action.setEnabled(has_slide and not mapping)
     w.remap_action.setEnabled(not mapping and w.mapping.result is not None)
     w.cancel_action.setEnabled(mapping)
     w.scale_action.setEnabled(has_slide and not mapping)
@@ -246,7 +269,10 @@ def update_actions(w: MainWindow) -> None:
         action.setEnabled(has_map)
     w.load_model_action.setEnabled(not loading)
     w.load_model_folder_action.setEnabled(not loading)
+    shown = w.mapping.result
     if w.classifier is None:
         w.map_action.setStatusTip("Load a model first (Model > Load Model...)")
+    elif shown is not None and not shown.complete:
+        w.map_action.setStatusTip("Continue the partial map: classify the patches not done yet")
     else:
-        w.map_action.setStatusTip("Classify every patch of the slide")
+        w.map_action.setStatusTip("Classify every patch of the slide, those in view first")

@@ -163,8 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # After the event loop starts, so the window is on screen before a dialog.
         QTimer.singleShot(0, lambda: window.open_slide(args.slide))
     if (autoquit := _autoquit_ms()) is not None:
-        # closeAllWindows runs the window's closeEvent (jobs stop cleanly) before quit.
-        QTimer.singleShot(autoquit, lambda: (app.closeAllWindows(), app.quit()))
+        # Jobs stop cleanly (a map being made saves its partial map) without asking,
+        # then closeAllWindows runs the window's closeEvent before quit. With the window
+        # as context the timer dies with it (closed by hand: the app quits by itself).
+        QTimer.singleShot(
+            autoquit, window, lambda: (window.shutdown(), app.closeAllWindows(), app.quit())
+        )
     return app.exec()
 
 

@@ -117,6 +117,14 @@ class LegendPanel(QWidget):
         self._rows: list[tuple[QCheckBox, ColorSwatch, QLabel, QLabel, QLabel, QLabel]] = []
         self.summary = QLabel("No map yet. Analysis > Map Tissue makes one.")
         self.summary.setWordWrap(True)
+        # What kind of map this is when it is not simply finished ("Partial map: ...").
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setStyleSheet(
+            "QLabel { background: #fff4d6; color: #5a4300; border: 1px solid #e0c36a;"
+            " border-radius: 3px; padding: 4px; }"
+        )
+        self.status.setVisible(False)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.show_overlay)
@@ -128,6 +136,7 @@ class LegendPanel(QWidget):
         layout.addWidget(line)
         layout.addLayout(self._grid)
         layout.addWidget(self.summary)
+        layout.addWidget(self.status)
         layout.addStretch(1)
         self.set_classes([c.name for c in default_classes()], [c.color for c in default_classes()])
 
@@ -175,13 +184,18 @@ class LegendPanel(QWidget):
     def class_visibility(self) -> list[bool]:
         return [box.isChecked() for box, *_ in self._rows]
 
-    def set_map(self, tmap: TissueMap | None) -> None:
-        """Show counts and shares of ``tmap`` (None clears them)."""
+    def set_map(self, tmap: TissueMap | None, *, live: bool = False) -> None:
+        """Show counts and shares of ``tmap`` (None clears them).
+
+        ``live``: a map being filled in, whose background is not known yet (the
+        progress bar counts what is left), so no "not mapped yet" count.
+        """
         if tmap is None:
             for _, _, _, count, share, area in self._rows:
                 for w in (count, share, area):
                     w.setText("–")
             self.summary.setText("No map yet. Analysis > Map Tissue makes one.")
+            self.set_status("")
             return
         if tmap.class_names != self._names:
             self.set_classes(tmap.class_names, tmap.class_colors)
@@ -196,9 +210,14 @@ class LegendPanel(QWidget):
         parts = [f"{total:,} patches classified ({format_area(tmap.classified_area_mm2)})"]
         if tmap.background_count:
             parts.append(f"{tmap.background_count:,} background patches skipped")
-        if tmap.pending_count:
+        if tmap.pending_count and not live:
             parts.append(f"{tmap.pending_count:,} patches not mapped yet")
         self.summary.setText("\n".join(parts))
+
+    def set_status(self, text: str) -> None:
+        """A highlighted note under the summary ("Partial map: ..."); "" hides it."""
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
 
     def row_texts(self) -> list[tuple[str, str, str, str]]:
         """(class label, patches, share, area) per row as shown."""

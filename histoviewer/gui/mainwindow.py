@@ -21,10 +21,11 @@ tests can answer them without a modal dialog.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QRectF, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QImage, QPen
 from PySide6.QtWidgets import (
     QApplication,
@@ -123,7 +124,7 @@ class MainWindow(QMainWindow):
         self._finish_actions()
         self._apply_view_settings(view_settings)
         self._restore_geometry()
-        self._update_actions()
+        self.update_actions()
 
         if restore_model:
             self._restore_model()
@@ -149,6 +150,8 @@ class MainWindow(QMainWindow):
         self.view.clicked.connect(self._on_view_clicked)
         self.view.cursorMoved.connect(self._on_cursor_moved)
         self.view.zoomChanged.connect(self._on_zoom_changed)
+        self.view.regionSelected.connect(self._on_region_selected)
+        self.view.regionSelectionCancelled.connect(self._on_region_selection_cancelled)
         self.view.loadFailed.connect(lambda text: self.show_error("Cannot read the slide", text))
         # The view's viewport would swallow drops; the window handles them.
         self.view.setAcceptDrops(False)
@@ -194,6 +197,8 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
         self.progress_label = QLabel()
+        # Room between a long status message (cut off, not elided) and the progress.
+        self.progress_label.setContentsMargins(12, 0, 0, 0)
         self.cancel_button = QToolButton()
         self.cancel_button.setAutoRaise(True)
         for w in (self.progress_label, self.progress, self.cancel_button):
@@ -326,8 +331,20 @@ class MainWindow(QMainWindow):
             self.open_slide(path)
 
     def open_slide(self, path: str | Path) -> bool:
-        """Open ``path`` (replacing the current slide); False and a dialog if it fails."""
+        """Open ``path`` (replacing the current slide); False and a dialog if it fails.
+
+        While a map is being made the user is asked first (False: they chose to stay);
+        the partial map is saved, and Map Tissue continues it when the slide is back.
+        """
         path = str(path)
+        if self.is_mapping() and not self.ask_proceed(
+            "Mapping in progress",
+            f"{self._slide_name()} is being mapped. Open {Path(path).name} instead?\n\n"
+            "The patches classified so far are kept: Map Tissue continues from them when "
+            "you open this slide again.",
+            "Keep Partial Map and Open",
+        ):
+            return False
         try:
             reader = open_slide(path)
         except HistoViewerError as exc:
@@ -344,16 +361,21 @@ class MainWindow(QMainWindow):
         return True
 
     def close_slide(self) -> None:
+        """Close the slide; a map being made stops, and its partial map is saved."""
         self.set_slide(None)
+
+    def _slide_name(self) -> str:
+        slide = self._slide
+        return slide.path.name if slide is not None and slide.path else "The slide"
 
     def set_slide(self, reader: SlideReader | None) -> None:
         """Show an open ``reader`` (the window owns it from now on and closes it)."""
-        self.mapping.reset()  # a running job maps the old slide: drop its results
+        self.mapping.reset()  # a running job maps the old slide: it stops and saves its work
         old = self._slide
         self._slide = reader
         self._select(None)
         self.view.set_slide(reader)
-        self._show_map(None)
+        self.show_map(None)
         if old is not None:
             self.mapping.retire(old)
         if reader is None:
@@ -369,7 +391,7 @@ class MainWindow(QMainWindow):
             )
             self.mapping.restore_cached()
         self.scale.update_badge()
-        self._update_actions()
+        self.update_actions()
         self.slide_changed.emit(reader)
 
     def choose_slide_scale(self) -> None:
@@ -400,12 +422,12 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot set the slide's scale", str(exc).capitalize())
             return False
         self.mapping.reset()
-        self._show_map(None)
+        self.show_map(None)
         self.mapping.restore_cached()
         self.statusBar().showMessage(
             f"Slide scale: {slide.mpp:g} µm/px ({slide.mpp_source}).", 8000
         )
-        self._update_actions()
+        self.update_actions()
         return True
 
     def _fill_recent_menu(self) -> None:
@@ -500,10 +522,10 @@ class MainWindow(QMainWindow):
         """
         self.mapping.reset()
         self.models.set_current(classifier, path)
-        self._show_map(None)
+        self.show_map(None)
         self.mapping.restore_cached()
         self.scale.update_badge()
-        self._update_actions()
+        self.update_actions()
         self.model_changed.emit(classifier)
 
     def show_model_info(self):
@@ -562,8 +584,54 @@ class MainWindow(QMainWindow):
         """Map the slide again, ignoring and then replacing the saved map."""
         return self.mapping.start(use_cache=False)
 
+    def map_tissue_region(self, x: float, y: float, w: float, h: float) -> int | None:
+        """Map only the patches touching the level-0 rectangle (x, y, w, h), into the
+        slide's partial map (continued by a later Map Tissue). Returns the job id."""
+        if self._slide is not None:
+            area = QRectF(x, y, w, h).intersected(self.view.slide_rect())
+            if area.isEmpty():
+                self.show_info("Map Region", "The region lies outside the slide.")
+                return None
+            x, y, w, h = area.x(), area.y(), area.width(), area.height()
+        x0, y0 = math.floor(x), math.floor(y)
+        region = (x0, y0, max(1, math.ceil(x + w) - x0), max(1, math.ceil(y + h) - y0))
+        return self.mapping.start(use_cache=True, region=region)
+
+    def map_region(self) -> bool:
+        """Analysis > Map Region: the next drag on the slide chooses the region to map
+        (Esc cancels). False when nothing can be mapped yet (a message says why)."""
+        if self._slide is None:
+            self.show_info("No slide", "Open a slide first (File > Open Slide...).")
+            return False
+        if self.classifier is None:
+            self.mapping.start(use_cache=True)  # says how to get a model
+            return False
+        if self.is_mapping():
+            return False
+        self.view.start_region_selection()
+        self.statusBar().showMessage(
+            "Map Region: drag a rectangle over the part of the slide to map (Esc cancels)."
+        )
+        return True
+
+    def map_current_view(self) -> int | None:
+        """Analysis > Map Current View: map the part of the slide the view shows."""
+        if self._slide is None:
+            self.show_info("No slide", "Open a slide first (File > Open Slide...).")
+            return None
+        area = self.view.visible_rect()
+        return self.map_tissue_region(area.x(), area.y(), area.width(), area.height())
+
+    def _on_region_selected(self, rect: QRectF) -> None:
+        self.statusBar().clearMessage()
+        self.map_tissue_region(rect.x(), rect.y(), rect.width(), rect.height())
+
+    def _on_region_selection_cancelled(self) -> None:
+        self.statusBar().showMessage("Map Region cancelled.", 4000)
+
     def cancel_mapping(self) -> None:
-        """Stop mapping at the next batch; the patches done so far stay on screen."""
+        """Stop mapping at the next batch; the patches done so far stay on screen and
+        are saved, so Map Tissue continues from them."""
         self.mapping.cancel()
 
     def edit_mapping_settings(self) -> None:
@@ -580,11 +648,11 @@ class MainWindow(QMainWindow):
 
     # --- overlay and panels -------------------------------------------------------------
 
-    def _show_map(self, tmap: TissueMap | None) -> None:
+    def show_map(self, tmap: TissueMap | None) -> None:
         self.overlay.set_map(tmap)
         self.legend.set_map(tmap)
-        self._refresh_selection()
-        self._update_actions()
+        self.refresh_selection()
+        self.update_actions()
 
     def set_overlay_visible(self, visible: bool) -> None:
         self.overlay.setVisible(visible)
@@ -631,6 +699,10 @@ class MainWindow(QMainWindow):
         """Outline patch (row, col) of the shown map and describe it in the Patch panel."""
         self._select((row, col))
 
+    def clear_selection(self) -> None:
+        """Drop the selected patch (outline and Patch panel)."""
+        self._select(None)
+
     def _select(self, rc: tuple[int, int] | None) -> None:
         tmap = self.tissue_map
         if rc is None or tmap is None or self._slide is None:
@@ -649,7 +721,7 @@ class MainWindow(QMainWindow):
             pixels = None
         self.patch_panel.show_patch(tmap, row, col, pixels)
 
-    def _refresh_selection(self) -> None:
+    def refresh_selection(self) -> None:
         """Redescribe the selected patch after the shown map changed (or drop it)."""
         rc = self.patch_panel.row_col
         tmap = self.tissue_map
@@ -708,7 +780,7 @@ class MainWindow(QMainWindow):
             "H&E whole-slide images with a ResNet classifier.",
         )
 
-    def _update_actions(self) -> None:
+    def update_actions(self) -> None:
         if hasattr(self, "model_info_action"):  # not while the window is being built
             actions.update_actions(self)
             self.model_info_action.setEnabled(self.classifier is not None)
@@ -746,6 +818,15 @@ class MainWindow(QMainWindow):
             "Stop training?",
             "A model is being trained. Quit and stop it? The run can be resumed later "
             "from its last completed epoch (Model > Train New Model > Resume).",
+        ):
+            event.ignore()
+            return
+        if self.is_mapping() and not self.ask_proceed(
+            "Mapping in progress",
+            f"{self._slide_name()} is being mapped. Quit now?\n\n"
+            "The patches classified so far are kept: Map Tissue continues from them when "
+            "you open the slide again.",
+            "Keep Partial Map and Quit",
         ):
             event.ignore()
             return

@@ -1,23 +1,35 @@
 """The mapping job's lifecycle: start, paint batch by batch, cancel, finish, cache.
 
 :class:`MappingController` owns the window's mapping :class:`JobRunner`, the map
-a running job fills in (``live``) and the finished one shown (``result``). A job
-made for a slide or model that has since been replaced is superseded by
-:meth:`MappingController.reset` and its results are dropped; a slide reader still
-being read by such a job is closed only when the job's thread has ended
-(:meth:`MappingController.retire`).
+a running job fills in (``live``) and the map shown after it (``result``).
+
+- View first: the job is given the visible slide rectangle (:class:`ViewFocus`, kept
+  current as the user pans and zooms), so the patches in view are classified first.
+- Nothing is thrown away: every job saves what it classified to the map cache when it
+  ends, finished or not (cancelled, its slide closed or replaced, its model changed,
+  the viewer quitting). Map Tissue on a slide with a partial map continues it, and Map
+  Region classifies one region into the same map; Re-map Tissue starts afresh.
+- A job made for a slide or model that has since been replaced is superseded by
+  :meth:`MappingController.reset`: nothing of it reaches the window, but it still
+  saves its partial map; a slide reader still being read by such a job is closed
+  only when the job's thread has ended (:meth:`MappingController.retire`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QRectF, QTimer
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui.workers import JobFailure, JobRunner
-from histoviewer.mapping.cache import MapKey, map_key
+from histoviewer.mapping.cache import MapCache, MapKey, map_key
 from histoviewer.mapping.checks import SCALE_ASSUMED, SlideWarning, check_slide
 from histoviewer.mapping.grid import make_grid
 from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
@@ -25,12 +37,13 @@ from histoviewer.slide import SlideReader
 from histoviewer.tasks import format_duration
 
 if TYPE_CHECKING:
+    from histoviewer.gui.mainwindow import MainWindow
     from histoviewer.mapping.engine import BatchResult, MapProgress
 
-if TYPE_CHECKING:
-    from histoviewer.gui.mainwindow import MainWindow
-
 log = logging.getLogger(__name__)
+
+#: How often the progress text is refreshed while no batch lands (ms).
+TICK_MS = 1000
 
 NO_MODEL_TEXT = (
     "Mapping needs a tissue classifier, and none is loaded. Load one with Model > Load "
@@ -39,16 +52,87 @@ NO_MODEL_TEXT = (
     "train') and use the result."
 )
 
+Region = tuple[int, int, int, int]
 
-def progress_text(p: MapProgress) -> str:
-    """'412 / 1,089 patches · 35.2 patches/s · 0:19 left'."""
+
+def progress_text(p: MapProgress, since: float = 0.0) -> str:
+    """'412 / 1,089 patches · 35.2 patches/s · 0:19 left'.
+
+    ``since`` is the seconds since ``p`` was reported: the time left counts down
+    (and, before the first batch, the time spent counts up) between reports.
+    """
+    head = f"{p.done:,} / {p.total:,} patches"
+    if p.eta is None:
+        return f"{head} · first patches... {format_duration(p.elapsed + since)}"
+    left = p.eta - since
+    left_text = f"{format_duration(left)} left" if left >= 0.5 else "almost done"
+    return f"{head} · {p.rate:.1f} patches/s · {left_text}"
+
+
+def partial_text(tmap: TissueMap) -> str:
+    """'Partial map: 412 of 1,089 patches classified; Map Tissue continues it.'"""
+    total = tmap.classified_count + tmap.pending_count
     return (
-        f"{p.done:,} / {p.total:,} patches · {p.rate:.1f} patches/s · {format_duration(p.eta)} left"
+        f"Partial map: {tmap.classified_count:,} of {total:,} patches classified; "
+        "Map Tissue continues it."
     )
 
 
+class ViewFocus:
+    """The visible slide rectangle (level-0 px), for the mapping worker to classify first.
+
+    Set on the GUI thread when the view moves, read on the worker thread before each
+    batch: a plain tuple under a lock, never a Qt object.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rect: tuple[float, float, float, float] | None = None
+
+    def set(self, rect: tuple[float, float, float, float] | None) -> None:
+        with self._lock:
+            self._rect = rect
+
+    def get(self) -> tuple[float, float, float, float] | None:
+        with self._lock:
+            return self._rect
+
+
+@dataclass
+class MapJobResult:
+    """What a mapping job hands back: the map and what became of it in the cache.
+
+    ``saved`` is the cache file written (None: not written); ``kept_complete`` says a
+    partial map was not written because a complete one is stored; ``save_error`` is
+    the reason writing failed; ``stopped`` that the job was cancelled.
+    """
+
+    tmap: TissueMap
+    region: Region | None = None
+    saved: Path | None = None
+    kept_complete: bool = False
+    save_error: str | None = None
+    stopped: bool = False
+
+
+def save_map(cache: MapCache, key: MapKey, tmap: TissueMap, before: int) -> MapJobResult:
+    """Cache ``tmap`` when it is complete or classifies more than the ``before`` patches
+    its job started from (runs on the worker thread; never raises for the disk)."""
+    result = MapJobResult(tmap)
+    if not tmap.complete and tmap.classified_count <= before:
+        return result  # nothing new: keep what is stored
+    try:
+        result.saved = cache.save(key, tmap)
+    except (HistoViewerError, ValueError, OSError) as exc:
+        log.warning("map not cached: %s", exc)
+        result.save_error = str(exc)
+    else:
+        result.kept_complete = result.saved is None
+    return result
+
+
 class MappingController(QObject):
-    """Runs Analysis > Map Tissue for ``window`` and keeps the maps it produced."""
+    """Runs Analysis > Map Tissue / Map Region for ``window`` and keeps the maps made."""
 
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -59,9 +143,18 @@ class MappingController(QObject):
         self.runner.succeeded.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
         self.runner.finished.connect(self._on_thread_finished)
-        self.result: TissueMap | None = None  # the finished (or cancelled) map shown
+        self.result: TissueMap | None = None  # the finished (or partial) map shown
         self.live: TissueMap | None = None  # the map a running job fills in
+        self.focus = ViewFocus()
+        window.view.viewChanged.connect(self._on_view_changed)
+        self.tick = QTimer(self)  # keeps the progress text moving between reports
+        self.tick.setInterval(TICK_MS)
+        self.tick.timeout.connect(self._show_progress)
         self._job_key: MapKey | None = None
+        self._result_key: MapKey | None = None
+        self._job_started = 0.0
+        self._last_progress: tuple[MapProgress, float] | None = None
+        self._stopping = False
         self._job_slides: dict[int, SlideReader] = {}
         self._retired: dict[int, SlideReader] = {}  # readers to close when their job ends
         # The last slide checked: (reader, model fingerprint, scale) -> its warnings and
@@ -76,11 +169,25 @@ class MappingController(QObject):
     def is_busy(self) -> bool:
         return self.runner.is_busy()
 
-    def reset(self) -> None:
-        """Drop the running job's results and both maps (new slide or model)."""
+    def reset(self) -> bool:
+        """Stop the running job and drop both maps (new slide or model).
+
+        The job still saves its partial map to the cache as it ends; nothing of it
+        reaches the window. True when a job was stopped.
+        """
+        stopped = self.is_busy()
         self.runner.cancel()
         self.live = None
         self.result = None
+        self._result_key = None
+        self._end_job_ui()
+        if stopped:
+            self.window.statusBar().showMessage(
+                "Mapping stopped: the patches classified so far are saved, and Map Tissue "
+                "continues from them.",
+                10000,
+            )
+        return stopped
 
     def retire(self, reader: SlideReader) -> None:
         """Close ``reader`` now, or when the jobs still reading it have ended."""
@@ -97,24 +204,44 @@ class MappingController(QObject):
         s = w.mapping_settings
         return map_key(w.slide, w.classifier, s.stride, s.skip_background)
 
+    def stored_map(self, key: MapKey | None) -> TissueMap | None:
+        """The best map there is for ``key``: the cached one, or the partial one shown
+        when it holds more (it could not be saved)."""
+        if key is None:
+            return None
+        cached = self.window.cache.load(key)
+        if cached is not None and cached.complete:
+            return cached
+        mine = self.result if self._result_key == key else None
+        if mine is not None and (cached is None or mine.classified_count > cached.classified_count):
+            return mine
+        return cached
+
     def restore_cached(self) -> bool:
-        """Show the saved map for the current slide, model and settings, if there is one."""
+        """Show the saved map (complete or partial) for the current slide, model and
+        settings, if there is one."""
         w = self.window
         key = self.key()
         tmap = w.cache.load(key) if key is not None else None
         if tmap is None:
             return False
-        self.result = tmap
-        w._show_map(tmap)
-        w.statusBar().showMessage(
-            f"Showing the saved map from {w.classifier.info.name or 'this model'} "
-            f"({tmap.classified_count:,} patches). Analysis > Re-map Tissue maps again.",
-            8000,
-        )
+        self._show_result(tmap, key)
+        name = w.classifier.info.name or "this model"
+        if tmap.complete:
+            text = (
+                f"Showing the saved map from {name} ({tmap.classified_count:,} patches). "
+                "Analysis > Re-map Tissue maps again."
+            )
+        else:
+            text = f"Showing the map saved from {name}. {partial_text(tmap)}"
+        w.statusBar().showMessage(text, 10000)
         w.map_changed.emit(tmap)
         return True
 
-    def start(self, *, use_cache: bool) -> int | None:
+    def start(self, *, use_cache: bool, region: Region | None = None) -> int | None:
+        """Map the slide (or only ``region``, level-0 x, y, w, h): continue its partial
+        map when ``use_cache``, else start afresh. Returns the job id, or None when
+        nothing was started."""
         w = self.window
         if w.slide is None:
             w.show_info("No slide", "Open a slide first (File > Open Slide...).")
@@ -124,7 +251,17 @@ class MappingController(QObject):
             return None
         if self.is_busy():
             return self.runner.current_job
-        if use_cache and self.restore_cached():
+        key = self.key()
+        resume = self.stored_map(key) if use_cache else None
+        if resume is not None and resume.complete:
+            self._show_result(resume, key)
+            w.map_changed.emit(resume)
+            w.statusBar().showMessage(
+                "This slide is mapped already"
+                + (" (the region too). " if region is not None else ". ")
+                + "Analysis > Re-map Tissue maps it again.",
+                10000,
+            )
             return None
         slide, clf, s = w.slide, w.classifier, w.mapping_settings
         try:
@@ -135,14 +272,27 @@ class MappingController(QObject):
             return None
         if warnings is None:
             return None
-        self.live = TissueMap.empty(
-            grid, clf.info.class_names, clf.info.class_colors, mpp=slide.mpp
-        )
-        self._job_key = self.key()
-        w._select(None)
-        w._show_map(self.live)
+        if resume is not None and resume.state.shape != (grid.rows, grid.cols):
+            resume = None  # not this grid after all: start afresh
+        if resume is not None:
+            self.live = dataclasses.replace(
+                resume, probs=resume.probs.copy(), state=resume.state.copy()
+            )
+        else:
+            self.live = TissueMap.empty(
+                grid, clf.info.class_names, clf.info.class_colors, mpp=slide.mpp
+            )
+        self._job_key = key
+        w.view.cancel_region_selection()  # Map Tissue while a region was being chosen
+        w.clear_selection()
+        w.show_map(self.live)
+        w.legend.set_map(self.live, live=True)
+        w.legend.set_status("")
+        self._on_view_changed(w.view.visible_rect())
+        focus, cache = self.focus.get, w.cache
+        before = resume.classified_count if resume is not None else 0
 
-        def job(ctx) -> TissueMap:
+        def job(ctx) -> MapJobResult:
             from histoviewer.mapping.engine import map_slide  # torch: on the worker thread
 
             tmap = map_slide(
@@ -155,17 +305,22 @@ class MappingController(QObject):
                 progress=ctx.progress,
                 cancel=ctx.cancel,
                 on_batch=ctx.partial,
+                resume=resume,
+                region=region,
+                focus=focus,
             )
             tmap.warnings = [{"kind": x.kind, "message": x.message} for x in warnings]
-            return tmap
+            # Saved here, not on the GUI thread: a job stopped because its slide was
+            # closed or replaced, or the viewer quit, keeps its work too.
+            result = save_map(cache, key, tmap, before)
+            result.region = region
+            result.stopped = ctx.cancel.cancelled
+            return result
 
-        job_id = self.runner.start(job, f"map {slide.path.name if slide.path else 'the slide'}")
+        name = slide.path.name if slide.path else "the slide"
+        job_id = self.runner.start(job, f"map {name}")
         self._job_slides[job_id] = slide
-        w.progress.setRange(0, 0)  # busy until the first progress report
-        w.progress_label.setText("Finding tissue...")
-        for widget in (w.progress_label, w.progress, w.cancel_button):
-            widget.setVisible(True)
-        w._update_actions()
+        self._begin_job_ui()
         return job_id
 
     def confirm_fit(self, slide: SlideReader, clf) -> list[SlideWarning] | None:
@@ -196,23 +351,48 @@ class MappingController(QObject):
         return warnings
 
     def cancel(self) -> None:
-        """Stop at the next batch; the patches done so far stay on screen."""
+        """Stop at the next batch; the patches done so far stay on screen and are saved."""
         if self.is_busy():
-            self.window.progress_label.setText("Cancelling...")
+            self._stopping = True
+            self._show_progress()
             self.runner.request_stop()
 
     def shutdown(self) -> None:
-        """Stop and wait for every job, then close the readers they were still using."""
+        """Stop and wait for every job (each saves its partial map), then close the
+        readers they were still using."""
+        self.tick.stop()
         self.runner.shutdown()
         for reader in self._retired.values():
             reader.close()
         self._retired.clear()
 
+    # --- job signals --------------------------------------------------------------------
+
+    def _on_view_changed(self, rect: QRectF) -> None:
+        area = QRectF(rect).intersected(self.window.view.slide_rect())
+        if area.isEmpty():
+            self.focus.set(None)
+        else:
+            self.focus.set((area.x(), area.y(), area.width(), area.height()))
+
     def _on_progress(self, job_id: int, p: MapProgress) -> None:
         w = self.window
+        self._last_progress = (p, time.monotonic())
         w.progress.setRange(0, max(1, p.total))
         w.progress.setValue(p.done)
-        w.progress_label.setText(progress_text(p))
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """The progress text now: what was last reported, moved on by the time since."""
+        label = self.window.progress_label
+        if self._stopping:
+            label.setText("Cancelling...")
+        elif self._last_progress is None:
+            spent = time.monotonic() - self._job_started
+            label.setText(f"Finding tissue... {format_duration(spent)}")
+        else:
+            p, at = self._last_progress
+            label.setText(progress_text(p, time.monotonic() - at))
 
     def _on_batch(self, job_id: int, batch: BatchResult) -> None:
         live = self.live
@@ -222,39 +402,41 @@ class MappingController(QObject):
         live.state[batch.rows, batch.cols] = CLASSIFIED
         w = self.window
         w.overlay.refresh()
-        w.legend.set_map(live)
-        w._refresh_selection()
+        w.legend.set_map(live, live=True)
+        w.refresh_selection()
 
-    def _on_done(self, job_id: int, tmap: TissueMap) -> None:
+    def _on_done(self, job_id: int, result: MapJobResult) -> None:
         w = self.window
+        tmap = result.tmap
         self._end_job_ui()
         self.live = None
-        self.result = tmap
-        w._show_map(tmap)
-        if tmap.complete and self._job_key is not None:
-            try:
-                w.cache.save(self._job_key, tmap)
-            except (HistoViewerError, ValueError) as exc:
-                log.warning("map not cached: %s", exc)
-                w.statusBar().showMessage(f"The map could not be saved for next time: {exc}")
-            else:
-                w.statusBar().showMessage(
-                    f"Mapped {tmap.classified_count:,} patches in {format_duration(tmap.elapsed)}.",
-                    10000,
-                )
-        elif not tmap.complete:
-            w.statusBar().showMessage(
-                f"Mapping cancelled: {tmap.classified_count:,} patches classified, "
-                f"{tmap.pending_count:,} not. This partial map is not saved.",
-                10000,
-            )
+        self._show_result(tmap, self._job_key)
+        w.statusBar().showMessage(self._done_text(result), 15000)
         w.map_changed.emit(tmap)
         w.mapping_finished.emit(tmap)
+
+    def _done_text(self, result: MapJobResult) -> str:
+        tmap = result.tmap
+        if result.save_error is not None:
+            return f"The map could not be saved for next time: {result.save_error}"
+        if tmap.complete:
+            return f"Mapped {tmap.classified_count:,} patches in {format_duration(tmap.elapsed)}."
+        total = tmap.classified_count + tmap.pending_count
+        done = f"{tmap.classified_count:,} of {total:,} patches classified"
+        if result.stopped:
+            head = f"Mapping cancelled: {done}."
+        elif result.region is not None:
+            head = f"Region mapped: {done}."
+        else:
+            head = f"Mapping ended: {done}."
+        if result.kept_complete:
+            return f"{head} The complete map saved earlier is kept: Map Tissue shows it."
+        return f"{head} The partial map is saved; Map Tissue continues it."
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
         self._end_job_ui()
         self.live = None
-        self.window._show_map(self.result)
+        self.window.show_map(self.result)
         self.window.show_error(failure.title, failure.message)
 
     def _on_thread_finished(self, job_id: int) -> None:
@@ -262,8 +444,33 @@ class MappingController(QObject):
         if (reader := self._retired.pop(job_id, None)) is not None:
             reader.close()
 
+    # --- the window's parts -------------------------------------------------------------
+
+    def _show_result(self, tmap: TissueMap, key: MapKey | None) -> None:
+        self.result = tmap
+        self._result_key = key
+        self.window.show_map(tmap)
+        self.window.legend.set_status("" if tmap.complete else partial_text(tmap))
+
+    def _begin_job_ui(self) -> None:
+        w = self.window
+        self._job_started = time.monotonic()
+        self._last_progress = None
+        self._stopping = False
+        w.progress.setRange(0, 0)  # busy until the first progress report
+        w.progress.setValue(0)
+        self._show_progress()
+        for widget in (w.progress_label, w.progress, w.cancel_button):
+            widget.setVisible(True)
+        self.tick.start()
+        w.update_actions()
+
     def _end_job_ui(self) -> None:
         w = self.window
+        self.tick.stop()
+        self._last_progress = None
+        self._stopping = False
+        w.progress_label.clear()
         for widget in (w.progress_label, w.progress, w.cancel_button):
             widget.setVisible(False)
-        w._update_actions()
+        w.update_actions()

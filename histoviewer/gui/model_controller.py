@@ -76,7 +76,7 @@ class ModelController(QObject):
         job = self.runner.start(
             lambda ctx: _load_model(path, device), f"load the model {Path(path).name}"
         )
-        self.window._update_actions()
+        self.window.update_actions()
         return job
 
     def set_current(self, classifier: Classifier | None, path: str | None) -> None:
@@ -94,7 +94,7 @@ class ModelController(QObject):
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
         self.update_label()
-        self.window._update_actions()
+        self.window.update_actions()
         self.window.show_error(failure.title, failure.message)
 
     def update_label(self) -> None:

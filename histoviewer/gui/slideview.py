@@ -15,11 +15,13 @@ from collections.abc import Iterator
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import (
+    QBrush,
     QColor,
     QImage,
     QKeyEvent,
     QMouseEvent,
     QPainter,
+    QPen,
     QPixmap,
     QResizeEvent,
     QTransform,
@@ -28,6 +30,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QApplication,
     QGraphicsItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
     QStyleOptionGraphicsItem,
@@ -59,6 +62,8 @@ PAN_STEP = 0.15
 PREFETCH = 0.25
 BACKGROUND = QColor(48, 48, 48)
 BLANK = QColor(255, 255, 255)  # the slide area before anything has loaded
+#: Above every overlay layer: the rectangle being dragged in region selection.
+REGION_BAND_Z = 100
 
 
 class _TileLayer(QGraphicsItem):
@@ -101,6 +106,11 @@ class SlideView(QGraphicsView):
     with the new reader (or None); ``thumbnailChanged(QImage)`` when the slide's
     thumbnail is ready (a null image right after a slide change);
     ``loadFailed(str)`` with a sentence, once per slide, when reads fail.
+
+    Region selection (:meth:`start_region_selection`): left-drag draws a rectangle
+    instead of panning; on release ``regionSelected(QRectF)`` gives it in level-0
+    pixels, clipped to the slide; Esc (or :meth:`cancel_region_selection`) ends the
+    mode with ``regionSelectionCancelled()``. Wheel zoom keeps working meanwhile.
     """
 
     zoomChanged = Signal(float)
@@ -110,6 +120,8 @@ class SlideView(QGraphicsView):
     slideChanged = Signal(object)
     thumbnailChanged = Signal(QImage)
     loadFailed = Signal(str)
+    regionSelected = Signal(QRectF)
+    regionSelectionCancelled = Signal()
 
     def __init__(
         self, parent: QWidget | None = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
@@ -123,6 +135,8 @@ class SlideView(QGraphicsView):
         self._auto_fit = True  # refit on resize until the user pans or zooms
         self._center = QPointF()
         self._press_pos: QPointF | None = None
+        self._selecting = False  # region selection mode
+        self._band_origin: QPointF | None = None  # level-0 point where the drag began
         self.scale_bar = ScaleBar()
 
         self._scene = QGraphicsScene(self)
@@ -130,6 +144,8 @@ class SlideView(QGraphicsView):
         self.setScene(self._scene)
         self._layer = _TileLayer(self)
         self._scene.addItem(self._layer)
+        self._band = _RegionBand()
+        self._scene.addItem(self._band)
 
         # No Qt parent: running workers keep the loader alive past the view.
         self.loader = TileLoader(cache_bytes)
@@ -164,6 +180,7 @@ class SlideView(QGraphicsView):
         this waits (at most 2 s) for reads already running, so the caller may
         close the previous reader afterwards.
         """
+        self.cancel_region_selection()
         self.loader.set_slide(None)
         self.loader.wait(2000)
         self._reader = reader
@@ -304,6 +321,50 @@ class SlideView(QGraphicsView):
     def map_from_slide(self, point: QPointF) -> QPointF:
         """Viewport position of the level-0 ``point``."""
         return self.viewportTransform().map(QPointF(point))
+
+    # -- region selection ---------------------------------------------------------------
+
+    def start_region_selection(self) -> bool:
+        """Let the next left-drag draw a region instead of panning (False: no slide)."""
+        if self._reader is None:
+            return False
+        self._selecting = True
+        self._band_origin = None
+        self.setDragMode(QGraphicsView.DragMode.NoDrag)
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        self.setFocus(Qt.FocusReason.OtherFocusReason)  # Esc reaches the view
+        return True
+
+    def is_selecting_region(self) -> bool:
+        return self._selecting
+
+    def cancel_region_selection(self) -> None:
+        """Leave region selection without a region (emits regionSelectionCancelled)."""
+        if self._selecting:
+            self._end_region_selection()
+            self.regionSelectionCancelled.emit()
+
+    def region_band(self) -> QRectF | None:
+        """The rectangle being dragged (level-0 px), None when none is shown."""
+        return QRectF(self._band.rect()) if self._band.isVisible() else None
+
+    def _end_region_selection(self) -> None:
+        self._selecting = False
+        self._band_origin = None
+        self._band.setVisible(False)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.viewport().unsetCursor()
+
+    def _band_rect(self, pos: QPointF) -> QRectF:
+        point = self._clamp_to_slide(self.map_to_slide(pos))
+        return QRectF(self._band_origin, point).normalized()
+
+    def _clamp_to_slide(self, point: QPointF) -> QPointF:
+        rect = self.slide_rect()
+        return QPointF(
+            min(max(point.x(), rect.left()), rect.right()),
+            min(max(point.y(), rect.top()), rect.bottom()),
+        )
 
     # -- internals: geometry -----------------------------------------------------------
 
@@ -476,11 +537,33 @@ class SlideView(QGraphicsView):
         event.accept()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
+        if self._selecting and event.button() == Qt.MouseButton.LeftButton:
+            self._band_origin = self._clamp_to_slide(self.map_to_slide(event.position()))
+            self._press_pos = event.position()
+            self._band.setRect(QRectF(self._band_origin, self._band_origin))
+            self._band.setVisible(True)
+            event.accept()
+            return
         if event.button() == Qt.MouseButton.LeftButton:
             self._press_pos = event.position()
         super().mousePressEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._selecting and self._band_origin is not None:
+            if event.button() != Qt.MouseButton.LeftButton:
+                event.accept()
+                return
+            rect = self._band_rect(event.position())
+            moved = (event.position() - self._press_pos).manhattanLength()
+            self._press_pos = None
+            self._band_origin = None
+            self._band.setVisible(False)
+            event.accept()
+            if moved < QApplication.startDragDistance() or rect.isEmpty():
+                return  # a click, not a drag: keep waiting for a rectangle
+            self._end_region_selection()
+            self.regionSelected.emit(rect)
+            return
         super().mouseReleaseEvent(event)
         if event.button() != Qt.MouseButton.LeftButton or self._press_pos is None:
             return
@@ -492,6 +575,8 @@ class SlideView(QGraphicsView):
                 self.clicked.emit(point.x(), point.y())
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._selecting and self._band_origin is not None:
+            self._band.setRect(self._band_rect(event.position()))
         super().mouseMoveEvent(event)
         point = self.map_to_slide(event.position())
         if self._inside(point):
@@ -515,6 +600,8 @@ class SlideView(QGraphicsView):
         Key = Qt.Key
         if self._reader is None:
             super().keyPressEvent(event)
+        elif key == Key.Key_Escape and self._selecting:
+            self.cancel_region_selection()
         elif key in (Key.Key_Plus, Key.Key_Equal):
             self.zoom_in()
         elif key in (Key.Key_Minus, Key.Key_Underscore):
@@ -540,6 +627,32 @@ class SlideView(QGraphicsView):
             super().keyPressEvent(event)
             return
         event.accept()
+
+
+class _RegionBand(QGraphicsRectItem):
+    """The rectangle drawn while selecting a region: black dashes over a white line and
+    a light fill, the same line width at every zoom."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setZValue(REGION_BAND_Z)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setVisible(False)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None
+    ) -> None:
+        rect = self.rect()
+        painter.fillRect(rect, QBrush(QColor(255, 255, 255, 60)))
+        for color, style in (
+            (QColor(255, 255, 255), Qt.PenStyle.SolidLine),
+            (QColor(20, 20, 20), Qt.PenStyle.DashLine),
+        ):
+            pen = QPen(color, 2, style)
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(rect)
 
 
 def _draw_part(painter: QPainter, target: QRectF, area: QRectF, pixmap: QPixmap) -> None:

@@ -1,4 +1,8 @@
-"""A cache of finished tissue maps, so a slide mapped once opens with its map at once.
+"""A cache of tissue maps, so a slide mapped once opens with its map at once.
+
+Finished maps and partial ones (mapping cancelled, the slide closed or the viewer
+quit while mapping, or only a region mapped) are kept alike: a partial map keeps
+``complete == False`` and the viewer continues it instead of starting afresh.
 
 A map is filed under a key made of everything that decides its content: the
 slide's identity (path, size, modification time, dimensions), the model's weight
@@ -17,9 +21,12 @@ import json
 import logging
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.mapping.tissue_map import TissueMap, slide_identity
@@ -31,17 +38,22 @@ CACHE_ENV = "HISTOVIEWER_CACHE_DIR"
 CACHE_VERSION = 2  # 2: grids reach the slide's edges, patches at the model's scale
 
 
-def default_cache_dir() -> Path:
-    """$HISTOVIEWER_CACHE_DIR, else the platform's per-user cache folder + histoviewer/maps."""
-    if env := os.environ.get(CACHE_ENV):
-        return Path(env).expanduser()
+def user_cache_dir() -> Path:
+    """The platform's per-user cache folder + histoviewer (maps, exported models...)."""
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "histoviewer" / "maps"
+    return base / "histoviewer"
+
+
+def default_cache_dir() -> Path:
+    """$HISTOVIEWER_CACHE_DIR, else :func:`user_cache_dir` + maps."""
+    if env := os.environ.get(CACHE_ENV):
+        return Path(env).expanduser()
+    return user_cache_dir() / "maps"
 
 
 @dataclass(frozen=True)
@@ -84,10 +96,12 @@ def is_current(tmap: TissueMap, slide_identity: dict[str, Any], model_fingerprin
 
 
 class MapCache:
-    """Finished tissue maps on disk, one ``.npz`` per :class:`MapKey`.
+    """Tissue maps on disk, one ``.npz`` per :class:`MapKey`, complete or partial.
 
-    ``root`` defaults to :func:`default_cache_dir`. Only complete maps are stored:
-    a cancelled, partial map is not worth reopening as if it were the answer.
+    ``root`` defaults to :func:`default_cache_dir`. A partial map (``complete`` False)
+    comes back as partial, never as if it were finished, so the caller can show it
+    for what it is and map only its pending patches. A partial map never replaces a
+    complete one stored under the same key (a cancelled Re-map keeps the old answer).
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
@@ -99,7 +113,8 @@ class MapCache:
         return self.root / digest[:2] / f"{digest}.npz"
 
     def load(self, key: MapKey) -> TissueMap | None:
-        """The cached map for ``key``, or None when there is none or it is not current.
+        """The cached map for ``key`` (complete or partial: check ``complete``), or None
+        when there is none or it is not current.
 
         A file that cannot be read or that records another slide or model is
         logged, deleted and reported as missing, so the caller maps afresh.
@@ -113,26 +128,42 @@ class MapCache:
             log.warning("ignoring unreadable cached map %s: %s", path, exc)
             self._discard(path)
             return None
-        if not tmap.complete or not is_current(tmap, key.slide, key.model_fingerprint):
+        if not is_current(tmap, key.slide, key.model_fingerprint) or not _same_grid(tmap, key):
             log.warning("ignoring cached map %s: it does not match the slide and model", path)
             self._discard(path)
             return None
         return tmap
 
-    def save(self, key: MapKey, tmap: TissueMap) -> Path:
-        """Store a complete ``tmap`` under ``key`` (atomically); returns its path.
+    def save(self, key: MapKey, tmap: TissueMap) -> Path | None:
+        """Store ``tmap`` (complete or partial) under ``key`` atomically; returns its path,
+        or None when ``tmap`` is partial and a complete map is already stored (kept).
 
-        Raises ValueError for a partial map or one made from another slide or
-        model than ``key`` names, and StorageError when the disk refuses.
+        Raises ValueError for a map made from another slide or model than ``key``
+        names, or on another grid, and StorageError when the disk refuses.
         """
-        if not tmap.complete:
-            raise ValueError("only complete tissue maps are cached")
         if not is_current(tmap, key.slide, key.model_fingerprint):
             raise ValueError("the tissue map was made from another slide or model than its key")
+        if not _same_grid(tmap, key):
+            raise ValueError("the tissue map was made on another grid than its key's stride")
         path = self.path_for(key)
+        if not tmap.complete and self.holds_complete(key):
+            log.info("partial map not cached: a complete map is stored at %s", path)
+            return None
         tmap.save(path)
-        log.info("cached tissue map %s", path)
+        log.info("cached %s tissue map %s", "complete" if tmap.complete else "partial", path)
         return path
+
+    def holds_complete(self, key: MapKey) -> bool:
+        """True when a complete map is stored under ``key`` (reads its metadata only)."""
+        path = self.path_for(key)
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["metadata"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return False
+        return isinstance(meta, dict) and bool(meta.get("complete"))
 
     def remove(self, key: MapKey) -> bool:
         """Delete the map cached under ``key``; True if there was one."""
@@ -147,6 +178,11 @@ class MapCache:
             path.unlink(missing_ok=True)
         except OSError as exc:  # read-only cache: reading still works, so only log
             log.warning("cannot delete cached map %s: %s", path, exc)
+
+
+def _same_grid(tmap: TissueMap, key: MapKey) -> bool:
+    """The map's stride (in model pixels) is the key's."""
+    return int(tmap.stride_model) == int(key.stride)
 
 
 def _canonical(value: Any) -> Any:

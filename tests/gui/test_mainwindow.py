@@ -24,7 +24,7 @@ from viewer_support import (
 from histoviewer.gui import settings as config
 from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
-from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED
+from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 from histoviewer.model import save_model
 from histoviewer.slide.synthetic_he import synthetic_he
 
@@ -115,7 +115,7 @@ def test_mapping_fills_overlay_batch_by_batch_and_matches_the_map(
     assert len(list(cache.root.rglob("*.npz"))) == 1
 
 
-def test_cancel_keeps_the_partial_map_and_caches_nothing(qtbot, make_window, slide_path, cache):
+def test_cancel_keeps_the_partial_map_and_caches_it(qtbot, make_window, slide_path, cache):
     window = make_window()
     window.set_mapping_settings(on_cpu(batch_size=2))
     window.open_slide(slide_path)
@@ -133,8 +133,12 @@ def test_cancel_keeps_the_partial_map_and_caches_nothing(qtbot, make_window, sli
     assert 2 <= tmap.classified_count < total
     assert window.tissue_map is tmap and overlay_cells(window) == tmap.classified_count
     assert not window.is_mapping() and window.map_action.isEnabled()
-    assert list(cache.root.rglob("*.npz")) == []
-    assert "cancelled" in window.statusBar().currentMessage()
+    message = window.statusBar().currentMessage()
+    assert "cancelled" in message and "Map Tissue continues it" in message
+    assert window.legend.status.text().startswith("Partial map:")
+    (saved,) = cache.root.rglob("*.npz")  # saved as partial, never as if finished
+    back = TissueMap.load(saved)
+    assert not back.complete and np.array_equal(back.state, tmap.state)
 
 
 def test_clicking_a_patch_shows_its_probabilities(qtbot, make_window, slide_path):
@@ -313,6 +317,7 @@ def test_slide_read_failure_while_mapping_becomes_a_dialog(qtbot, make_window):
 
 def test_closing_the_window_stops_a_running_job(qtbot, make_window, slide_path, cache):
     window = make_window()
+    window.ask_proceed = lambda title, text, proceed: proceed == "Keep Partial Map and Quit"
     window.set_mapping_settings(on_cpu(batch_size=2))
     window.open_slide(slide_path)
     classifier, gate = gated_classifier(free_batches=1)
@@ -328,7 +333,10 @@ def test_closing_the_window_stops_a_running_job(qtbot, make_window, slide_path, 
     assert window._mapper.running_jobs() == []
     assert reader._closed
     qtbot.wait(50)
-    assert finished == [] and list(cache.root.rglob("*.npz")) == []
+    assert finished == []
+    (saved,) = cache.root.rglob("*.npz")  # the job saved its partial map as it stopped
+    back = TissueMap.load(saved)
+    assert not back.complete and back.classified_count >= 2
 
 
 def test_a_new_slide_drops_the_old_jobs_results(qtbot, make_window, slide_path, tmp_path):
@@ -342,9 +350,10 @@ def test_a_new_slide_drops_the_old_jobs_results(qtbot, make_window, slide_path, 
     old_reader = window.slide
     finished = []
     window.mapping_finished.connect(finished.append)
+    window.ask_proceed = lambda title, text, proceed: True
 
     other = write_strip_tiff(tmp_path / "other.tif", 450, 450, seed=3)
-    window.open_slide(other)
+    assert window.open_slide(other)
     assert not old_reader._closed  # the old job still reads it
     with qtbot.waitSignal(window._mapper.finished, timeout=MAP_TIMEOUT) as blocker:
         gate.set()

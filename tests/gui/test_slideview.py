@@ -350,6 +350,55 @@ def test_click_emits_level0_coordinates_but_drag_pans(qtbot, view):
     assert shift.y() == pytest.approx(20 / 0.5, abs=2.5)
 
 
+def test_region_selection_drags_a_rectangle_instead_of_panning(qtbot, view):
+    view.set_slide(ArraySlide(grid_image(3000, 2000)))
+    view.set_zoom(0.5)
+    view.center_on(1500, 1000)
+    regions, cancels, clicks = [], [], []
+    view.regionSelected.connect(regions.append)
+    view.regionSelectionCancelled.connect(lambda: cancels.append(True))
+    view.clicked.connect(lambda x, y: clicks.append((x, y)))
+    assert view.start_region_selection() and view.is_selecting_region()
+
+    # A click is not a region: the mode waits for a drag.
+    pos = QPointF(200, 150)
+    mouse(view, QEvent.Type.MouseButtonPress, pos)
+    mouse(view, QEvent.Type.MouseButtonRelease, pos)
+    assert view.is_selecting_region() and regions == [] and clicks == []
+
+    before = view.visible_rect()
+    end = QPointF(100, 60)  # dragged up and left: the rectangle is normalised
+    mouse(view, QEvent.Type.MouseButtonPress, pos)
+    mouse(view, QEvent.Type.MouseMove, QPointF(150, 100))
+    band = view.region_band()
+    assert band is not None and band.width() > 0
+    mouse(view, QEvent.Type.MouseMove, end)
+    mouse(view, QEvent.Type.MouseButtonRelease, end)
+    assert view.visible_rect() == before  # no pan
+    (rect,) = regions
+    expected = QRectF(view.map_to_slide(end), view.map_to_slide(pos))
+    for got, want in zip(
+        (rect.x(), rect.y(), rect.width(), rect.height()),
+        (expected.x(), expected.y(), expected.width(), expected.height()),
+        strict=True,
+    ):
+        assert got == pytest.approx(want, abs=1)
+    assert not view.is_selecting_region() and view.region_band() is None and cancels == []
+
+    # Past the slide's edge the rectangle stops at it; Esc cancels.
+    view.start_region_selection()
+    view.cancel_region_selection()
+    assert cancels == [True] and not view.is_selecting_region()
+    view.fit()
+    view.start_region_selection()
+    mouse(view, QEvent.Type.MouseButtonPress, QPointF(2, 2))
+    mouse(view, QEvent.Type.MouseButtonRelease, QPointF(VIEW_W - 2, VIEW_H - 2))
+    assert regions[-1] == QRectF(0, 0, 3000, 2000)
+    view.start_region_selection()
+    qtbot.keyClick(view, Qt.Key.Key_Escape)
+    assert cancels == [True, True] and not view.is_selecting_region()
+
+
 def test_cursor_moved_reports_level0_coordinates(qtbot, view):
     view.set_slide(ArraySlide(grid_image(1000, 1000)))  # square: dark margins left/right
     inside = QPointF(VIEW_W / 2 + 30, VIEW_H / 2 - 40)

@@ -77,8 +77,8 @@ class GatedNetwork(nn.Module):
     job is provably mid-way, without timing guesses. With ``fail_with`` the held
     passes raise that exception instead (an out-of-memory error, say). The engine
     prepares a private copy of a network (tracing it to fold batch norm, or
-    deep-copying it): tracing is refused, so the gate is not traced away, and
-    copies share the gate.
+    deep-copying it): tracing is refused, so the gate is not traced away (nor exported
+    to ONNX: the "auto" backend then maps with PyTorch), and copies share the gate.
     """
 
     def __init__(self, network: nn.Module, gate: Gate) -> None:
@@ -87,7 +87,7 @@ class GatedNetwork(nn.Module):
         self.gate = gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(x, torch.fx.Proxy):
+        if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing():  # fx, or ONNX export
             raise TypeError("the gated test network must not be traced")
         self.gate.pass_through()
         return self.network(x)

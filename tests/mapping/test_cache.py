@@ -1,4 +1,5 @@
-"""The map cache: finished maps come back for the same slide, model and settings only."""
+"""The map cache: maps (finished or partial) come back for the same slide, model and
+settings only, and a partial map comes back as partial."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from histoviewer.mapping.cache import (
     map_key,
 )
 from histoviewer.mapping.engine import map_slide
+from histoviewer.mapping.tissue_map import CLASSIFIED, PENDING
 from histoviewer.slide import open_slide
 from histoviewer.slide.synthetic import write_strip_tiff
 
@@ -98,14 +100,39 @@ def test_a_damaged_file_is_discarded(tmp_path, mapped):
     assert not path.exists()
 
 
-def test_partial_or_foreign_maps_are_refused(tmp_path, mapped):
+def test_partial_maps_are_kept_as_partial(tmp_path, mapped):
     key, tmap = mapped
     cache = MapCache(tmp_path / "cache")
-    partial = replace(tmap, complete=False)
-    with pytest.raises(ValueError, match="complete"):
-        cache.save(key, partial)
+    partial = replace(tmap, complete=False, state=tmap.state.copy(), probs=tmap.probs.copy())
+    tissue = np.argwhere(partial.state == CLASSIFIED)
+    r, c = tissue[len(tissue) // 2]
+    partial.state[r, c] = PENDING
+    partial.probs[r, c] = np.nan
+
+    assert cache.save(key, partial) == cache.path_for(key)
+    back = cache.load(key)
+    assert back is not None and not back.complete  # never shown as if it were finished
+    assert back.pending_count == 1 and np.array_equal(back.state, partial.state)
+    assert not cache.holds_complete(key)
+
+    # The finished map replaces the partial one ...
+    assert cache.save(key, tmap) == cache.path_for(key)
+    assert cache.holds_complete(key) and cache.load(key).complete
+    # ... and a later partial one (a cancelled Re-map) does not replace a finished one.
+    assert cache.save(key, partial) is None
+    back = cache.load(key)
+    assert back.complete and np.array_equal(back.state, tmap.state)
+
+
+def test_foreign_maps_are_refused(tmp_path, mapped):
+    key, tmap = mapped
+    cache = MapCache(tmp_path / "cache")
     with pytest.raises(ValueError, match="another slide or model"):
         cache.save(replace(key, model_fingerprint="a" * 64), tmap)
+    with pytest.raises(ValueError, match="another slide or model"):
+        cache.save(key, replace(tmap, complete=False, model={}))
+    with pytest.raises(ValueError, match="grid"):
+        cache.save(replace(key, stride=100), tmap)
     assert list(cache.root.rglob("*.npz")) == []
 
 
