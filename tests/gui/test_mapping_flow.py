@@ -108,6 +108,19 @@ def drag(window: MainWindow, start: QPointF, end: QPointF) -> None:
 # --- view first ---------------------------------------------------------------------------
 
 
+def gated_mapping(qtbot, make_window, slide_path):
+    """A window mapping ``slide_path`` in batches of 2, held after its first batch:
+    (window, classifier, gate, job id); ``gate.set()`` lets the job go on."""
+    window = make_window()
+    window.set_mapping_settings(on_cpu(batch_size=2))
+    window.open_slide(slide_path)
+    classifier, gate = gated_classifier(free_batches=1)
+    window.set_classifier(classifier)
+    job = window.map_tissue()
+    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
+    return window, classifier, gate, job
+
+
 def test_patches_in_view_are_classified_first(qtbot, make_window, big_slide):
     window = make_window()
     window.set_mapping_settings(on_cpu(batch_size=4))
@@ -239,13 +252,7 @@ def test_map_current_view_maps_what_is_visible(qtbot, make_window, big_slide):
 
 
 def test_cancel_then_map_tissue_gives_the_uninterrupted_map(qtbot, make_window, slide_path):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    window.map_tissue()
-    qtbot.waitUntil(lambda: window.tissue_map.classified_count >= 2, timeout=MAP_TIMEOUT)
+    window, classifier, gate, _job = gated_mapping(qtbot, make_window, slide_path)
     with qtbot.waitSignal(window.mapping_finished, timeout=MAP_TIMEOUT) as blocker:
         window.cancel_mapping()
         gate.set()
@@ -265,13 +272,7 @@ def test_cancel_then_map_tissue_gives_the_uninterrupted_map(qtbot, make_window, 
 def test_closing_the_slide_keeps_the_partial_map_and_reopening_shows_it(
     qtbot, make_window, slide_path, cache
 ):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    job = window.map_tissue()
-    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
+    window, _classifier, gate, job = gated_mapping(qtbot, make_window, slide_path)
 
     with qtbot.waitSignal(window.mapping.runner.finished, timeout=MAP_TIMEOUT) as blocker:
         window.close_slide()  # no question: closing is what the user asked for
@@ -298,13 +299,7 @@ def test_closing_the_slide_keeps_the_partial_map_and_reopening_shows_it(
 def test_quitting_while_mapping_asks_and_keeps_the_partial_map(
     qtbot, make_window, slide_path, cache
 ):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    window.map_tissue()
-    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
+    window, classifier, gate, _job = gated_mapping(qtbot, make_window, slide_path)
 
     asked = []
     window.ask_proceed = lambda title, text, proceed: asked.append(proceed) or False
@@ -330,13 +325,7 @@ def test_quitting_while_mapping_asks_and_keeps_the_partial_map(
 def test_opening_another_slide_while_mapping_asks_and_leaves_no_stale_progress(
     qtbot, make_window, slide_path, tmp_path, cache
 ):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    job = window.map_tissue()
-    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
+    window, _classifier, gate, job = gated_mapping(qtbot, make_window, slide_path)
     other = write_strip_tiff(tmp_path / "other.tif", 450, 450, seed=3)
 
     asked = []

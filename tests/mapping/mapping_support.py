@@ -123,11 +123,13 @@ def sample_map() -> TissueMap:
     return tmap
 
 
-def batch_map_args(slides, model, out) -> list[str]:
-    """`histoviewer map` of a batch on the CPU: NPZ and CSV, batches of 8 patches."""
+def batch_map_args(slides, model, out, *more: str) -> list[str]:
+    """`histoviewer map` of ``slides`` (a path or a list of them) on the CPU: NPZ and CSV,
+    batches of 8 patches, then the options ``more``."""
+    paths = slides if isinstance(slides, (list, tuple)) else [slides]
     return [
         "map",
-        str(slides),
+        *map(str, paths),
         "--model",
         str(model),
         "--out",
@@ -138,4 +140,5 @@ def batch_map_args(slides, model, out) -> list[str]:
         "npz,csv",
         "--batch-size",
         "8",
+        *more,
     ]

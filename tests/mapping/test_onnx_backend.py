@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from mapping_support import he_texture, tiny_classifier
+from mapping_support import batch_map_args, he_texture, tiny_classifier
 
 from histoviewer import cli
 from histoviewer.errors import DeviceError
@@ -313,32 +313,15 @@ def backends_used(monkeypatch):
     return used
 
 
-def map_argv(slides, model, out, *more) -> list[str]:
-    return [
-        "map",
-        *map(str, slides),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--formats",
-        "npz",
-        "--no-skip-background",
-        *more,
-    ]
-
-
 def test_map_backend_reaches_the_engine(slides, model_file, tmp_path, cache, backends_used):
     one = slides / "slide0.tif"
-    assert cli.main(map_argv([one], model_file, tmp_path / "a", "--backend", "onnxruntime")) == 0
+    assert cli.main(map_cli([one], model_file, tmp_path / "a", "--backend", "onnxruntime")) == 0
     assert backends_used == ["onnxruntime"]
     assert len(onnx_files(cache)) == 1  # it really ran through ONNX Runtime
     ort = TissueMap.load(tmp_path / "a" / "slide0.npz")
     fp32 = ("--precision", "fp32")
-    assert cli.main(map_argv([one], model_file, tmp_path / "b", "--backend", "torch", *fp32)) == 0
-    assert cli.main(map_argv([one], model_file, tmp_path / "c")) == 0
+    assert cli.main(map_cli([one], model_file, tmp_path / "b", "--backend", "torch", *fp32)) == 0
+    assert cli.main(map_cli([one], model_file, tmp_path / "c")) == 0
     assert backends_used == ["onnxruntime", "torch", "auto"]
     ref = TissueMap.load(tmp_path / "b" / "slide0.npz")
     np.testing.assert_allclose(ort.probs, ref.probs, atol=1e-4, rtol=0)
@@ -347,7 +330,7 @@ def test_map_backend_reaches_the_engine(slides, model_file, tmp_path, cache, bac
 def test_the_backend_is_not_part_of_a_batchs_skip_key(
     slides, model_file, tmp_path, cache, backends_used, capsys
 ):
-    argv = map_argv([slides], model_file, tmp_path / "out", "--precision", "fp32")
+    argv = map_cli([slides], model_file, tmp_path / "out", "--precision", "fp32")
     assert cli.main([*argv, "--backend", "torch"]) == 0
     assert backends_used == ["torch", "torch"]
     assert cli.main([*argv, "--backend", "onnxruntime"]) == 0
@@ -366,7 +349,7 @@ def test_an_impossible_backend_is_one_line_before_any_slide_is_read(
     slides, model_file, tmp_path, backends_used, capsys, more, words
 ):
     for inputs in ([slides / "slide0.tif"], [slides]):
-        argv = map_argv(inputs, model_file, tmp_path / "out", "--backend", "onnxruntime", *more)
+        argv = map_cli(inputs, model_file, tmp_path / "out", "--backend", "onnxruntime", *more)
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"histoviewer: error: {words}") and err.count("\n") == 1
@@ -376,7 +359,7 @@ def test_an_impossible_backend_is_one_line_before_any_slide_is_read(
 def test_map_without_onnxruntime_installed_refuses_it_in_one_line(
     not_installed, slides, model_file, tmp_path, capsys
 ):
-    argv = map_argv([slides / "slide0.tif"], model_file, tmp_path, "--backend", "onnxruntime")
+    argv = map_cli([slides / "slide0.tif"], model_file, tmp_path, "--backend", "onnxruntime")
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err == (
@@ -462,3 +445,8 @@ def test_the_command_line_offers_the_engines_backends():
     from histoviewer.mapping import commands
 
     assert commands.BACKENDS == engine.BACKENDS
+
+
+def map_cli(slides, model, out, *more: str) -> list[str]:
+    """`histoviewer map` of ``slides`` on the CPU, background included."""
+    return batch_map_args(slides, model, out, "--no-skip-background", *more)
