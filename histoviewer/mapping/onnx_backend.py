@@ -1,8 +1,8 @@
 """ONNX Runtime inference on the CPU: the network exported once, then run by ONNX Runtime.
 
-On CPUs without native bf16 ONNX Runtime runs a ResNet in float32 1.4-2x faster than
-PyTorch does (measured on this project's benchmark); :func:`engine.choose_backend`
-picks it there. Preprocessing is not exported: :func:`histoviewer.model.preprocess`
+ONNX Runtime runs a ResNet-50 in float32 1.3x (an AVX512 CPU) to 1.6-2.0x (an AVX2
+CPU) faster than PyTorch does (``histoviewer benchmark``); :func:`engine.choose_backend`
+picks it on CPUs without native bf16, where PyTorch has nothing faster. Preprocessing is not exported: :func:`histoviewer.model.preprocess`
 (the one function training and inference share) runs in PyTorch on the CPU and hands
 float32 NCHW pixels to ONNX Runtime, so both backends see exactly the same input.
 
