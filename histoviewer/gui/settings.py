@@ -226,7 +226,10 @@ class MappingSettingsDialog(QDialog):
         self.device.setToolTip("auto uses a GPU when one is available, else the CPU.")
         self.batch_size = QSpinBox(minimum=1, maximum=1024)
         self.batch_size.setValue(current.batch_size)
-        self.batch_size.setToolTip("Patches classified at once; lower it if memory runs out.")
+        self.batch_size.setToolTip(
+            "Most patches classified at once; lower it if memory runs out. On the CPU "
+            "batches are smaller, about a second's work each, so the map fills in steadily."
+        )
         self.skip_background = QCheckBox("Skip background (empty glass)")
         self.skip_background.setChecked(current.skip_background)
         self.skip_background.setToolTip(

@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=64,
         metavar="N",
-        help="patches per batch (default 64)",
+        help="most patches per batch (default 64; on the CPU batches hold about a second's "
+        "work, at most N)",
     )
     mapper.add_argument(
         "--formats",

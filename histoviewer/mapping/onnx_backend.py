@@ -2,9 +2,10 @@
 
 ONNX Runtime runs a ResNet-50 in float32 1.3x (an AVX512 CPU) to 1.6-2.0x (an AVX2
 CPU) faster than PyTorch does (``histoviewer benchmark``); :func:`engine.choose_backend`
-picks it on CPUs without native bf16, where PyTorch has nothing faster. Preprocessing is not exported: :func:`histoviewer.model.preprocess`
-(the one function training and inference share) runs in PyTorch on the CPU and hands
-float32 NCHW pixels to ONNX Runtime, so both backends see exactly the same input.
+picks it on CPUs without native bf16, where PyTorch has nothing faster. Preprocessing
+is not exported: :func:`histoviewer.model.preprocess` (the one function training and
+inference share) runs in PyTorch on the CPU and hands float32 NCHW pixels to ONNX
+Runtime, so both backends see exactly the same input.
 
 The exported graph is the network with batch normalisation folded into the
 convolutions and the softmax at its end; float32 input ``pixels`` (N, 3, S, S) with a
