@@ -13,7 +13,7 @@ from PIL import Image
 from histoviewer.errors import HistoViewerError, ModelError, SlideError
 from histoviewer.mapping import commands
 from histoviewer.mapping.tissue_map import TissueMap
-from histoviewer.model import ModelInfo, build_network, save_model
+from histoviewer.model import build_network
 from histoviewer.slide.synthetic import write_strip_tiff
 
 
@@ -37,16 +37,6 @@ def recipe_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "best_model.pth.tar"
     torch.manual_seed(1)
     torch.save({"state_dict": build_network("resnet50", 8).state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A small safetensors model (ResNet-18 at 32 px) for the tests that need no ResNet-50."""
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    torch.manual_seed(2)
-    info = ModelInfo.recipe("resnet18", input_size=32, name="tiny")
-    save_model(path, build_network("resnet18", 8), info)
     return path
 
 

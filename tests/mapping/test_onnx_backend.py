@@ -18,7 +18,7 @@ from histoviewer.mapping import batch, engine, onnx_backend
 from histoviewer.mapping.benchmark import BenchmarkResult, Run, engine_backends
 from histoviewer.mapping.engine import choose_backend, make_runner, map_slide
 from histoviewer.mapping.tissue_map import TissueMap
-from histoviewer.model import Classifier, ModelInfo, build_network, save_model
+from histoviewer.model import Classifier, ModelInfo, build_network
 from histoviewer.slide.synthetic import write_strip_tiff
 
 CPU = torch.device("cpu")
@@ -290,15 +290,6 @@ def slides(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    torch.manual_seed(2)
-    info = ModelInfo.recipe("resnet18", input_size=32, name="tiny")
-    save_model(path, build_network("resnet18", 8), info)
-    return path
-
-
 @pytest.fixture
 def backends_used(monkeypatch):
     """The ``backend`` of every map_slide call made by ``histoviewer map``."""
@@ -313,24 +304,24 @@ def backends_used(monkeypatch):
     return used
 
 
-def test_map_backend_reaches_the_engine(slides, model_file, tmp_path, cache, backends_used):
+def test_map_backend_reaches_the_engine(slides, tiny_model, tmp_path, cache, backends_used):
     one = slides / "slide0.tif"
-    assert cli.main(map_cli([one], model_file, tmp_path / "a", "--backend", "onnxruntime")) == 0
+    assert cli.main(map_cli([one], tiny_model, tmp_path / "a", "--backend", "onnxruntime")) == 0
     assert backends_used == ["onnxruntime"]
     assert len(onnx_files(cache)) == 1  # it really ran through ONNX Runtime
     ort = TissueMap.load(tmp_path / "a" / "slide0.npz")
     fp32 = ("--precision", "fp32")
-    assert cli.main(map_cli([one], model_file, tmp_path / "b", "--backend", "torch", *fp32)) == 0
-    assert cli.main(map_cli([one], model_file, tmp_path / "c")) == 0
+    assert cli.main(map_cli([one], tiny_model, tmp_path / "b", "--backend", "torch", *fp32)) == 0
+    assert cli.main(map_cli([one], tiny_model, tmp_path / "c")) == 0
     assert backends_used == ["onnxruntime", "torch", "auto"]
     ref = TissueMap.load(tmp_path / "b" / "slide0.npz")
     np.testing.assert_allclose(ort.probs, ref.probs, atol=1e-4, rtol=0)
 
 
 def test_the_backend_is_not_part_of_a_batchs_skip_key(
-    slides, model_file, tmp_path, cache, backends_used, capsys
+    slides, tiny_model, tmp_path, cache, backends_used, capsys
 ):
-    argv = map_cli([slides], model_file, tmp_path / "out", "--precision", "fp32")
+    argv = map_cli([slides], tiny_model, tmp_path / "out", "--precision", "fp32")
     assert cli.main([*argv, "--backend", "torch"]) == 0
     assert backends_used == ["torch", "torch"]
     assert cli.main([*argv, "--backend", "onnxruntime"]) == 0
@@ -346,10 +337,10 @@ def test_the_backend_is_not_part_of_a_batchs_skip_key(
     ],
 )
 def test_an_impossible_backend_is_one_line_before_any_slide_is_read(
-    slides, model_file, tmp_path, backends_used, capsys, more, words
+    slides, tiny_model, tmp_path, backends_used, capsys, more, words
 ):
     for inputs in ([slides / "slide0.tif"], [slides]):
-        argv = map_cli(inputs, model_file, tmp_path / "out", "--backend", "onnxruntime", *more)
+        argv = map_cli(inputs, tiny_model, tmp_path / "out", "--backend", "onnxruntime", *more)
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"histoviewer: error: {words}") and err.count("\n") == 1
@@ -357,9 +348,9 @@ def test_an_impossible_backend_is_one_line_before_any_slide_is_read(
 
 
 def test_map_without_onnxruntime_installed_refuses_it_in_one_line(
-    not_installed, slides, model_file, tmp_path, capsys
+    not_installed, slides, tiny_model, tmp_path, capsys
 ):
-    argv = map_cli([slides / "slide0.tif"], model_file, tmp_path, "--backend", "onnxruntime")
+    argv = map_cli([slides / "slide0.tif"], tiny_model, tmp_path, "--backend", "onnxruntime")
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err == (
