@@ -32,7 +32,7 @@ from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.mapping.cache import MapCache, MapKey, map_key
 from histoviewer.mapping.checks import SCALE_ASSUMED, SlideWarning, check_slide
 from histoviewer.mapping.grid import make_grid
-from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
+from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap, slide_identity
 from histoviewer.slide import SlideReader
 from histoviewer.tasks import format_duration
 
@@ -151,6 +151,7 @@ class MappingController(QObject):
         self.tick.setInterval(TICK_MS)
         self.tick.timeout.connect(self._show_progress)
         self._job_key: MapKey | None = None
+        self._job_before = 0  # patches the running job's map had classified when it began
         self._result_key: MapKey | None = None
         self._job_started = 0.0
         self._last_progress: tuple[MapProgress, float] | None = None
@@ -279,8 +280,15 @@ class MappingController(QObject):
                 resume, probs=resume.probs.copy(), state=resume.state.copy()
             )
         else:
+            # With the slide's and model's identities, so that it can be cached as it
+            # stands should the job fail.
             self.live = TissueMap.empty(
-                grid, clf.info.class_names, clf.info.class_colors, mpp=slide.mpp
+                grid,
+                clf.info.class_names,
+                clf.info.class_colors,
+                mpp=slide.mpp,
+                slide=slide_identity(slide),
+                model=clf.identity(),
             )
         self._job_key = key
         w.view.cancel_region_selection()  # Map Tissue while a region was being chosen
@@ -291,6 +299,7 @@ class MappingController(QObject):
         self._on_view_changed(w.view.visible_rect())
         focus, cache = self.focus.get, w.cache
         before = resume.classified_count if resume is not None else 0
+        self._job_before = before
 
         def job(ctx) -> MapJobResult:
             from histoviewer.mapping.engine import map_slide  # torch: on the worker thread
@@ -434,10 +443,24 @@ class MappingController(QObject):
         return f"{head} The partial map is saved; Map Tissue continues it."
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
+        """Show the error; the patches classified before it are saved and kept on screen
+        (the background not yet known), so Map Tissue continues from them."""
         self._end_job_ui()
+        live, key, message = self.live, self._job_key, failure.message
         self.live = None
-        self.window.show_map(self.result)
-        self.window.show_error(failure.title, failure.message)
+        saved = None
+        if live is not None and key is not None:
+            saved = save_map(self.window.cache, key, live, self._job_before)
+        if saved is not None and saved.saved is not None:
+            self._show_result(live, key)
+            self.window.map_changed.emit(live)
+            message += (
+                f"\n\nThe {live.classified_count:,} patches classified before the error are "
+                "saved: Map Tissue continues from them."
+            )
+        else:
+            self.window.show_map(self.result)
+        self.window.show_error(failure.title, message)
 
     def _on_thread_finished(self, job_id: int) -> None:
         self._job_slides.pop(job_id, None)

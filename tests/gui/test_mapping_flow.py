@@ -348,6 +348,38 @@ def test_opening_another_slide_while_mapping_asks_and_leaves_no_stale_progress(
     assert TissueMap.load(saved).slide["path"].endswith("slide.tif")
 
 
+def test_a_failing_job_keeps_what_it_classified(qtbot, make_window, slide_path, cache):
+    window = make_window()
+    window.set_mapping_settings(on_cpu(batch_size=2))
+    window.open_slide(slide_path)
+    classifier, gate = gated_classifier(free_batches=1, fail_with=OSError("the disk went away"))
+    window.set_classifier(classifier)
+    errors = []
+    window.show_error = lambda title, text: errors.append(text)
+    window.map_tissue()
+    qtbot.waitUntil(lambda: not window.is_mapping() and bool(errors), timeout=MAP_TIMEOUT)
+    (text,) = errors
+    assert "the disk went away" in text
+    assert "The 2 patches classified before the error are saved" in text
+    shown = window.tissue_map
+    assert shown is not None and not shown.complete and shown.classified_count == 2
+    assert window.legend.status.text() == partial_text(shown)
+    (saved,) = cache.root.rglob("*.npz")
+    kept = TissueMap.load(saved)
+    assert kept.classified_count == 2
+    assert np.array_equal(kept.probs, shown.probs, equal_nan=True)
+
+    # Once the fault is gone, Map Tissue classifies only the missing patches.
+    gate.fail_with = None
+    gate.set()
+    seen = record_patches(window)
+    whole = run_mapping(qtbot, window)
+    assert whole.complete and len(seen) == whole.classified_count - 2
+    with open_slide(slide_path) as slide:
+        reference = map_slide(slide, classifier, batch_size=2, device="cpu")
+    assert np.array_equal(whole.probs, reference.probs, equal_nan=True)
+
+
 # --- progress -------------------------------------------------------------------------------
 
 
