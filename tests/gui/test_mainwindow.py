@@ -15,6 +15,7 @@ from viewer_support import (
     MAP_TIMEOUT,
     FailingSlide,
     gated_classifier,
+    gated_mapping,
     on_cpu,
     run_mapping,
     tiny_classifier,
@@ -116,13 +117,7 @@ def test_mapping_fills_overlay_batch_by_batch_and_matches_the_map(
 
 
 def test_cancel_keeps_the_partial_map_and_caches_it(qtbot, make_window, slide_path, cache):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    window.map_tissue()
-    qtbot.waitUntil(lambda: overlay_cells(window) == 2, timeout=MAP_TIMEOUT)
+    window, _, gate, _ = gated_mapping(qtbot, make_window, slide_path)
 
     with qtbot.waitSignal(window.mapping_finished, timeout=MAP_TIMEOUT) as blocker:
         window.cancel_action.trigger()
@@ -316,14 +311,8 @@ def test_slide_read_failure_while_mapping_becomes_a_dialog(qtbot, make_window):
 
 
 def test_closing_the_window_stops_a_running_job(qtbot, make_window, slide_path, cache):
-    window = make_window()
+    window, _, gate, _ = gated_mapping(qtbot, make_window, slide_path)
     window.ask_proceed = lambda title, text, proceed: proceed == "Keep Partial Map and Quit"
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    window.map_tissue()
-    qtbot.waitUntil(lambda: overlay_cells(window) == 2, timeout=MAP_TIMEOUT)
     reader = window.slide
     finished = []
     window.mapping_finished.connect(finished.append)
@@ -340,13 +329,7 @@ def test_closing_the_window_stops_a_running_job(qtbot, make_window, slide_path, 
 
 
 def test_a_new_slide_drops_the_old_jobs_results(qtbot, make_window, slide_path, tmp_path):
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    job = window.map_tissue()
-    qtbot.waitUntil(lambda: overlay_cells(window) == 2, timeout=MAP_TIMEOUT)
+    window, _, gate, job = gated_mapping(qtbot, make_window, slide_path)
     old_reader = window.slide
     finished = []
     window.mapping_finished.connect(finished.append)

@@ -18,6 +18,7 @@ from PySide6.QtTest import QTest
 from viewer_support import (
     MAP_TIMEOUT,
     gated_classifier,
+    gated_mapping,
     on_cpu,
     run_mapping,
     tiny_classifier,
@@ -106,19 +107,6 @@ def drag(window: MainWindow, start: QPointF, end: QPointF) -> None:
 
 
 # --- view first ---------------------------------------------------------------------------
-
-
-def gated_mapping(qtbot, make_window, slide_path):
-    """A window mapping ``slide_path`` in batches of 2, held after its first batch:
-    (window, classifier, gate, job id); ``gate.set()`` lets the job go on."""
-    window = make_window()
-    window.set_mapping_settings(on_cpu(batch_size=2))
-    window.open_slide(slide_path)
-    classifier, gate = gated_classifier(free_batches=1)
-    window.set_classifier(classifier)
-    job = window.map_tissue()
-    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
-    return window, classifier, gate, job
 
 
 def test_patches_in_view_are_classified_first(qtbot, make_window, big_slide):

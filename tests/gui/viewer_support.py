@@ -106,6 +106,19 @@ def gated_classifier(
     return Classifier.from_network(net, info), gate
 
 
+def gated_mapping(qtbot, make_window, slide_path):
+    """A window mapping ``slide_path`` in batches of 2, held after its first batch:
+    (window, classifier, gate, job id); ``gate.set()`` lets the job go on."""
+    window = make_window()
+    window.set_mapping_settings(on_cpu(batch_size=2))
+    window.open_slide(slide_path)
+    classifier, gate = gated_classifier(free_batches=1)
+    window.set_classifier(classifier)
+    job = window.map_tissue()
+    qtbot.waitUntil(lambda: window.tissue_map.classified_count == 2, timeout=MAP_TIMEOUT)
+    return window, classifier, gate, job
+
+
 class FailingSlide(ArraySlide):
     """An in-memory slide whose reads of exactly ``fail_height`` rows raise ``error``.
 
