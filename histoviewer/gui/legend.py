@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from histoviewer.classes import default_classes
+from histoviewer.mapping.summary_text import ProgressCounts, format_area, map_totals_text
 from histoviewer.mapping.tissue_map import TissueMap
 
 
@@ -50,10 +51,6 @@ def legend_entries(tmap: TissueMap) -> list[LegendEntry]:
         LegendEntry(n, class_label(n), c, counts[n], shares[n], areas[n])
         for n, c in zip(tmap.class_names, tmap.class_colors, strict=True)
     ]
-
-
-def format_area(mm2: float) -> str:
-    return f"{mm2:.2f} mm²" if mm2 < 100 else f"{mm2:.0f} mm²"
 
 
 class ColorSwatch(QFrame):
@@ -101,6 +98,10 @@ class LegendPanel(QWidget):
         self.shading.setToolTip("Draw patches fainter where the model is unsure")
         self.shading.toggled.connect(self.shadingToggled)
 
+        toggles_row = QHBoxLayout()
+        toggles_row.addWidget(self.show_overlay)
+        toggles_row.addWidget(self.shading)
+        toggles_row.addStretch(1)
         opacity_row = QHBoxLayout()
         opacity_row.addWidget(QLabel("Opacity"))
         opacity_row.addWidget(self.opacity, 1)
@@ -108,7 +109,7 @@ class LegendPanel(QWidget):
 
         self._grid = QGridLayout()
         self._grid.setHorizontalSpacing(8)
-        self._grid.setVerticalSpacing(3)
+        self._grid.setVerticalSpacing(1)
         self._grid.setColumnStretch(2, 1)
         for col, text in ((2, "Class"), (3, "Patches"), (4, "Share"), (5, "Area")):
             head = QLabel(f"<b>{text}</b>")
@@ -126,18 +127,20 @@ class LegendPanel(QWidget):
         )
         self.status.setVisible(False)
 
+        # Compact: in a short dock (a scroll area) the panel scrolls only below this.
         layout = QVBoxLayout(self)
-        layout.addWidget(self.show_overlay)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
+        layout.addLayout(toggles_row)
         layout.addLayout(opacity_row)
-        layout.addWidget(self.shading)
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setFrameShadow(QFrame.Shadow.Sunken)
-        layout.addWidget(line)
+        layout.addSpacing(2)
         layout.addLayout(self._grid)
         layout.addWidget(self.summary)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self._map: TissueMap | None = None
+        self._live = False
+        self._progress: ProgressCounts | None = None
         self.set_classes([c.name for c in default_classes()], [c.color for c in default_classes()])
 
     # --- overlay controls ---------------------------------------------------------------
@@ -184,12 +187,29 @@ class LegendPanel(QWidget):
     def class_visibility(self) -> list[bool]:
         return [box.isChecked() for box, *_ in self._rows]
 
-    def set_map(self, tmap: TissueMap | None, *, live: bool = False) -> None:
+    def set_map(
+        self,
+        tmap: TissueMap | None,
+        *,
+        live: bool = False,
+        progress: ProgressCounts | None = None,
+    ) -> None:
         """Show counts and shares of ``tmap`` (None clears them).
 
-        ``live``: a map being filled in, whose background is not known yet (the
-        progress bar counts what is left), so no "not mapped yet" count.
+        ``live``: a map a running job fills in. Its background is known only from
+        the job's progress reports (``progress``, or the last one given to
+        :meth:`set_progress` for this map): with one the summary reads "412 of 981
+        tissue patches classified · 108 background patches skipped", the totals the
+        progress bar counts; before the first, "412 patches classified so far".
+        A map that is not live is summed up from its own patch states
+        (:func:`~histoviewer.mapping.summary_text.map_totals_text`).
         """
+        if tmap is not self._map or not live:
+            self._progress = None  # a report belongs to one live map
+        if progress is not None:
+            self._progress = progress
+        self._map = tmap
+        self._live = live and tmap is not None
         if tmap is None:
             for _, _, _, count, share, area in self._rows:
                 for w in (count, share, area):
@@ -206,13 +226,25 @@ class LegendPanel(QWidget):
             row[3].setText(f"{entry.count:,}")
             row[4].setText(f"{entry.share * 100:.1f} %")
             row[5].setText(format_area(entry.area_mm2))
-        total = tmap.classified_count
-        parts = [f"{total:,} patches classified ({format_area(tmap.classified_area_mm2)})"]
-        if tmap.background_count:
-            parts.append(f"{tmap.background_count:,} background patches skipped")
-        if tmap.pending_count and not live:
-            parts.append(f"{tmap.pending_count:,} patches not mapped yet")
-        self.summary.setText("\n".join(parts))
+        self._update_summary()
+
+    def set_progress(self, progress: ProgressCounts | None) -> None:
+        """The running job's latest report (a MapProgress: ``done``, ``total``,
+        ``skipped``) for the live map shown; refreshes the summary. Ignored unless the
+        map shown is live."""
+        if not self._live:
+            return
+        self._progress = progress
+        self._update_summary()
+
+    def summary_text(self) -> str:
+        """The totals line as shown (empty without a map)."""
+        if self._map is None:
+            return ""
+        return map_totals_text(self._map, self._progress, live=self._live)
+
+    def _update_summary(self) -> None:
+        self.summary.setText(self.summary_text())
 
     def set_status(self, text: str) -> None:
         """A highlighted note under the summary ("Partial map: ..."); "" hides it."""

@@ -17,7 +17,8 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
-from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap
+from histoviewer.gui.legend import class_label
+from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 
 OVERLAY_Z = 10
 SELECTION_Z = 20
@@ -133,6 +134,14 @@ class MapOverlay(QGraphicsItem):
     def image(self) -> QImage:
         return QImage(self._image)
 
+    def describe_at(self, x: float, y: float) -> str | None:
+        """What the map says at level-0 point (x, y), for a tooltip: the class and
+        probability of the patch there ("Tumour epithelium 93 %"), "Background" for a
+        background patch; None without a map, outside it, or for a patch not
+        classified yet. Hidden classes are described too (the tooltip tells what is
+        under the mouse, not what is drawn)."""
+        return describe_patch(self._map, x, y)
+
     # --- QGraphicsItem ------------------------------------------------------------------
 
     def boundingRect(self) -> QRectF:
@@ -150,6 +159,25 @@ class MapOverlay(QGraphicsItem):
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         for target, source in self._pieces:
             painter.drawImage(target, self._image, source)
+
+
+def describe_patch(tmap: TissueMap | None, x: float, y: float) -> str | None:
+    """:meth:`MapOverlay.describe_at` for any map (None: no map)."""
+    if tmap is None:
+        return None
+    rc = tmap.patch_at(x, y)
+    if rc is None:
+        return None
+    state = int(tmap.state[rc])
+    if state == BACKGROUND:
+        return "Background"
+    if state != CLASSIFIED:
+        return None
+    probs = tmap.probs[rc]
+    if not np.isfinite(probs).any():
+        return None
+    best = int(np.nanargmax(probs))
+    return f"{class_label(tmap.class_names[best])} {probs[best] * 100:.0f} %"
 
 
 def _pieces(ex: np.ndarray, ey: np.ndarray) -> list[tuple[QRectF, QRectF]]:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Slot
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, SignalInstance, Slot
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
-
-if TYPE_CHECKING:  # slideview re-exports this module's panel: no import cycle at run time
-    from histoviewer.gui.slideview import SlideView
 
 _MARGIN = 4.0
 _OUTLINE = QColor(230, 40, 40)
 _BACKGROUND = QColor(48, 48, 48)
 _MIN_OUTLINE_PX = 4.0  # a tiny visible area still shows as a box
+_MIN_SIZE = (120, 90)  # smallest useful thumbnail area (px)
+
+
+class FollowedView(Protocol):
+    """What the panel needs of the view it follows: a
+    :class:`~histoviewer.gui.slideview.SlideView` (named here, not imported, so that
+    the view's module may import this one)."""
+
+    viewChanged: SignalInstance  # (QRectF): the visible level-0 rectangle
+    thumbnailChanged: SignalInstance  # (QImage)
+    slideChanged: SignalInstance  # (reader or None)
+
+    def slide(self): ...
+
+    def thumbnail(self) -> QImage: ...
+
+    def visible_rect(self) -> QRectF: ...
+
+    def center_on(self, x: float, y: float) -> None: ...
 
 
 class OverviewPanel(QWidget):
@@ -24,15 +40,15 @@ class OverviewPanel(QWidget):
     Pass the :class:`SlideView` to follow, here or later with :meth:`set_view`.
     """
 
-    def __init__(self, view: SlideView | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, view: FollowedView | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._view: SlideView | None = None
+        self._view: FollowedView | None = None
         self._image = QImage()
         self._pixmap = QPixmap()
         self._slide_size = (0, 0)
         self._visible = QRectF()
         self._dragging = False
-        self.setMinimumSize(120, 90)
+        self.setMinimumSize(*_MIN_SIZE)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("Click or drag to move the view")
@@ -42,7 +58,11 @@ class OverviewPanel(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(260, 200)
 
-    def set_view(self, view: SlideView | None) -> None:
+    def minimumSizeHint(self) -> QSize:
+        # Small: the thumbnail scales to any size, so a short dock just shows it smaller.
+        return QSize(_MIN_SIZE[0], _MIN_SIZE[1])
+
+    def set_view(self, view: FollowedView | None) -> None:
         """Follow ``view`` (and stop following the previous one)."""
         if self._view is not None:
             self._view.viewChanged.disconnect(self._on_view_changed)

@@ -2,6 +2,11 @@
 
 Shows the patch image, the predicted class, its grid position and slide
 coordinates, and the eight class probabilities as a sorted bar chart.
+
+The panel asks for little height (:data:`PANEL_MIN_HEIGHT` or so): given less room
+than it would like, the image shrinks (down to :data:`IMAGE_MIN_SIZE`) and the chart
+shows only its most probable classes, so a short dock (wrapped in a scroll area)
+stays usable.
 """
 
 from __future__ import annotations
@@ -9,23 +14,33 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtCore import QRect, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPalette, QPixmap
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from histoviewer.gui.legend import class_label
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 
+#: Edge of the patch image when there is room (px).
 IMAGE_SIZE = 150
+#: Smallest the patch image shrinks to in a short panel (px).
+IMAGE_MIN_SIZE = 40
+#: Chart rows shown however short the panel (the most probable classes).
+CHART_MIN_ROWS = 3
 
 
 class ProbabilityChart(QWidget):
-    """Horizontal bars, most probable class first: colour, name, bar, percentage."""
+    """Horizontal bars, most probable class first: colour, name, bar, percentage.
+
+    Its preferred height shows every class; given less (down to
+    :data:`CHART_MIN_ROWS` rows) it shows the most probable ones and, in the last
+    row, how many more there are.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._entries: list[tuple[str, tuple[int, int, int], float]] = []
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
     def set_entries(self, entries: list[tuple[str, tuple[int, int, int], float]]) -> None:
         """(label, colour, probability) per class, in any order; shown sorted."""
@@ -41,10 +56,18 @@ class ProbabilityChart(QWidget):
         return self.fontMetrics().height() + 6
 
     def sizeHint(self) -> QSize:
-        return QSize(240, max(1, len(self._entries)) * self._row_height() + 4)
+        return QSize(240, self._height_for(len(self._entries)))
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(180, self.sizeHint().height())
+        return QSize(180, self._height_for(min(len(self._entries), CHART_MIN_ROWS)))
+
+    def _height_for(self, rows: int) -> int:
+        return max(1, rows) * self._row_height() + 4
+
+    def shown_rows(self) -> int:
+        """How many class rows fit the chart's height now (the rest are summed up)."""
+        fit = max(1, (self.height() - 4) // self._row_height())
+        return min(len(self._entries), fit)
 
     def paintEvent(self, event: object) -> None:
         if not self._entries:
@@ -60,7 +83,19 @@ class ProbabilityChart(QWidget):
         text = self.palette().color(self.foregroundRole())
         track = QColor(text)
         track.setAlpha(28)
-        for i, (label, color, prob) in enumerate(self._entries):
+        entries = self._entries
+        shown = self.shown_rows()
+        if shown < len(entries):  # the last row that fits says what does not
+            entries = entries[: shown - 1]
+            rest = self._entries[shown - 1 :]
+            more = f"+ {len(rest)} more ({sum(p for *_, p in rest) * 100:.1f} %)"
+            p.setPen(text)
+            p.drawText(
+                QRectF(0, 2 + (shown - 1) * rh, self.width(), rh),
+                int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft),
+                more,
+            )
+        for i, (label, color, prob) in enumerate(entries):
             top = 2 + i * rh
             p.setPen(text)
             p.drawText(
@@ -83,6 +118,57 @@ class ProbabilityChart(QWidget):
         p.end()
 
 
+class PatchImage(QWidget):
+    """The patch's pixels, drawn as large as fits (aspect kept, at most
+    :data:`IMAGE_SIZE`, shrinking to :data:`IMAGE_MIN_SIZE`), with a thin frame."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._pixmap = QPixmap()
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.setMaximumHeight(IMAGE_SIZE + 2)
+
+    def pixmap(self) -> QPixmap:
+        """The image shown (null when none)."""
+        return QPixmap(self._pixmap)
+
+    def setPixmap(self, pixmap: QPixmap) -> None:
+        self._pixmap = QPixmap(pixmap)
+        self.update()
+
+    def clear(self) -> None:
+        self._pixmap = QPixmap()
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(IMAGE_SIZE + 2, IMAGE_SIZE + 2)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(IMAGE_MIN_SIZE + 2, IMAGE_MIN_SIZE + 2)
+
+    def image_rect(self) -> QRect:
+        """Where the image is drawn: centred, square, as big as fits (inside the frame)."""
+        side = max(0, min(self.width(), self.height(), IMAGE_SIZE + 2) - 2)
+        return QRect((self.width() - side) // 2, (self.height() - side) // 2, side, side)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        if self._pixmap.isNull():
+            return
+        target = self.image_rect()
+        if target.isEmpty():
+            return
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        scaled = self._pixmap.size().scaled(target.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        inner = QRect(0, 0, scaled.width(), scaled.height())
+        inner.moveCenter(target.center())
+        painter.drawPixmap(inner, self._pixmap)
+        painter.setPen(self.palette().color(QPalette.ColorRole.Mid))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(inner.adjusted(-1, -1, 0, 0))
+        painter.end()
+
+
 class PatchPanel(QWidget):
     """Details of one patch of a :class:`TissueMap`; :meth:`show_patch` fills it."""
 
@@ -94,19 +180,34 @@ class PatchPanel(QWidget):
         self.position = QLabel()
         self.position.setWordWrap(True)
         self.position.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.image = QLabel()
-        self.image.setFixedSize(IMAGE_SIZE, IMAGE_SIZE)
-        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image.setStyleSheet("border: 1px solid palette(mid);")
+        self.image = PatchImage()
         self.chart = ProbabilityChart()
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
         layout.addWidget(self.title)
-        layout.addWidget(self.image, alignment=Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.image)
         layout.addWidget(self.position)
         layout.addWidget(self.chart)
         layout.addStretch(1)
         self.row_col: tuple[int, int] | None = None
         self.clear()
+
+    def heightForWidth(self, width: int) -> int:
+        """The least height the panel works in at ``width`` (its word-wrapped text
+        whole, the image and chart at their smallest).
+
+        A scroll area that resizes its widget gives it at least this, so in a short
+        dock the image shrinks and the chart keeps its most probable classes before
+        the panel scrolls; with room, both grow back to their preferred sizes.
+        """
+        height = super().heightForWidth(width)
+        if height < 0:
+            return height
+        for part in (self.image, self.chart):
+            if not part.isHidden():
+                height -= max(0, part.sizeHint().height() - part.minimumSizeHint().height())
+        return max(height, self.minimumSizeHint().height())
 
     def clear(self) -> None:
         self.row_col = None
@@ -166,11 +267,5 @@ class PatchPanel(QWidget):
         pixels = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
         h, w, _ = pixels.shape
         qimage = QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-        pixmap = QPixmap.fromImage(qimage).scaled(
-            IMAGE_SIZE,
-            IMAGE_SIZE,
-            Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.SmoothTransformation,
-        )
-        self.image.setPixmap(pixmap)
+        self.image.setPixmap(QPixmap.fromImage(qimage))  # scaled as drawn
         self.image.setVisible(True)

@@ -4,21 +4,25 @@ Scene coordinates are level-0 slide pixels. Tiles come from the display
 pyramid level that fits the zoom (see :mod:`histoviewer.gui.tiles`) and are
 drawn by one scene item below z = 0; overlays added with :meth:`add_layer`
 sit above it. While a tile loads, the coarser cached tiles or the thumbnail
-are drawn in its place.
+are drawn in its place. Without a slide the view shows what to do instead
+(:class:`EmptyHint`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal, Slot
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import (
+    QAction,
     QBrush,
     QColor,
+    QEnterEvent,
     QImage,
     QKeyEvent,
+    QKeySequence,
     QMouseEvent,
     QPainter,
     QPen,
@@ -33,7 +37,12 @@ from PySide6.QtWidgets import (
     QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
     QStyleOptionGraphicsItem,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -47,6 +56,7 @@ from histoviewer.gui.tiles import (
     choose_level,
 )
 from histoviewer.slide.base import SlideReader
+from histoviewer.slide.magnification import magnification, zoom_for_magnification
 
 #: Zoom factor of one wheel notch or one +/- key press.
 ZOOM_STEP = 1.25
@@ -64,14 +74,19 @@ BACKGROUND = QColor(48, 48, 48)
 BLANK = QColor(255, 255, 255)  # the slide area before anything has loaded
 #: Above every overlay layer: the rectangle being dragged in region selection.
 REGION_BAND_Z = 100
+#: What the view says while no slide is open ({shortcut}: the platform's Open keys).
+EMPTY_TEXT = "Open a slide with File > Open Slide ({shortcut}), or drop a slide file here."
+#: Widest the empty-view hint grows (px); narrower views wrap its text.
+EMPTY_HINT_WIDTH = 520
 
 
 class _TileLayer(QGraphicsItem):
-    """Draws the slide's tiles; one item covering the whole slide."""
+    """Draws the slide's tiles with ``paint_tiles(painter, exposed level-0 rect)``; one
+    item covering the whole slide."""
 
-    def __init__(self, view: SlideView) -> None:
+    def __init__(self, paint_tiles: Callable[[QPainter, QRectF], None]) -> None:
         super().__init__()
-        self._view = view
+        self._paint_tiles = paint_tiles
         self._rect = QRectF()
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
@@ -89,7 +104,7 @@ class _TileLayer(QGraphicsItem):
     ) -> None:
         exposed = option.exposedRect.intersected(self._rect)  # type: ignore[attr-defined]
         if not exposed.isEmpty():
-            self._view._paint_tiles(painter, exposed)
+            self._paint_tiles(painter, exposed)
 
 
 class SlideView(QGraphicsView):
@@ -106,6 +121,17 @@ class SlideView(QGraphicsView):
     with the new reader (or None); ``thumbnailChanged(QImage)`` when the slide's
     thumbnail is ready (a null image right after a slide change);
     ``loadFailed(str)`` with a sentence, once per slide, when reads fail.
+
+    ``cursorMoved`` also fires after every zoom, pan, resize and slide change (keys,
+    overview, code), with the point now under a still mouse, so a status bar showing it
+    stays right; :meth:`cursor_position` gives it at any time.
+
+    Objective magnification (:mod:`histoviewer.slide.magnification`):
+    :meth:`magnification` is the power the view shows the slide at, and
+    :meth:`zoom_to_magnification` zooms to one (about the view centre).
+
+    Without a slide, :attr:`empty_hint` (centred over the view) says how to open one,
+    with buttons for the actions given to :meth:`set_empty_actions`.
 
     Region selection (:meth:`start_region_selection`): left-drag draws a rectangle
     instead of panning; on release ``regionSelected(QRectF)`` gives it in level-0
@@ -137,12 +163,13 @@ class SlideView(QGraphicsView):
         self._press_pos: QPointF | None = None
         self._selecting = False  # region selection mode
         self._band_origin: QPointF | None = None  # level-0 point where the drag began
+        self._mouse_pos: QPointF | None = None  # viewport position; None: not over it
         self.scale_bar = ScaleBar()
 
         self._scene = QGraphicsScene(self)
         self._scene.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.NoIndex)
         self.setScene(self._scene)
-        self._layer = _TileLayer(self)
+        self._layer = _TileLayer(self._paint_tiles)
         self._scene.addItem(self._layer)
         self._band = _RegionBand()
         self._scene.addItem(self._band)
@@ -170,6 +197,9 @@ class SlideView(QGraphicsView):
         self.setSceneRect(QRectF(0, 0, 1, 1))
         self.horizontalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
+        # A child of the view, not of its viewport: viewport children scroll with it.
+        self.empty_hint = EmptyHint(self)
+        self._place_empty_hint()
 
     # -- slide ------------------------------------------------------------------
 
@@ -188,6 +218,7 @@ class SlideView(QGraphicsView):
         self._thumb = QPixmap()
         self.loader.set_slide(reader)
         self._layer.set_rect(self.slide_rect())
+        self.empty_hint.setVisible(reader is None)
         self.slideChanged.emit(reader)
         self.thumbnailChanged.emit(QImage())
         if reader is None:
@@ -239,6 +270,33 @@ class SlideView(QGraphicsView):
         """Stop background reads (call before closing the window or the reader)."""
         self.loader.set_slide(None)
         self.loader.wait(5000)
+
+    # -- without a slide ---------------------------------------------------------------
+
+    def set_empty_actions(self, actions: list[QAction]) -> None:
+        """Show ``actions`` (Open Slide, Open Recent, a demo slide...) as buttons under
+        the empty view's hint; an action with a menu opens it. [] removes them."""
+        self.empty_hint.set_actions(actions)
+        self._place_empty_hint()
+
+    def _place_empty_hint(self) -> None:
+        area = self.viewport().geometry()
+        hint = self.empty_hint
+        width = max(1, min(EMPTY_HINT_WIDTH, area.width() - 24))
+        hint.fit_width(width)
+        height = hint.heightForWidth(width) if hint.hasHeightForWidth() else -1
+        if height < 0:
+            height = hint.sizeHint().height()
+        height = min(height, area.height())
+        hint.setGeometry(
+            QRect(
+                area.x() + (area.width() - width) // 2,
+                area.y() + max(0, (area.height() - height) // 2),
+                width,
+                height,
+            )
+        )
+        hint.raise_()
 
     # -- layers -------------------------------------------------------------------
 
@@ -321,6 +379,45 @@ class SlideView(QGraphicsView):
     def map_from_slide(self, point: QPointF) -> QPointF:
         """Viewport position of the level-0 ``point``."""
         return self.viewportTransform().map(QPointF(point))
+
+    def cursor_position(self) -> tuple[float, float]:
+        """Level-0 (x, y) under the mouse, (-1, -1) when it is not over the slide."""
+        if self._mouse_pos is None:
+            return -1.0, -1.0
+        point = self.map_to_slide(self._mouse_pos)
+        if not self._inside(point):
+            return -1.0, -1.0
+        return point.x(), point.y()
+
+    # -- magnification --------------------------------------------------------------------
+
+    def mpp(self) -> float | None:
+        """The slide's level-0 microns per pixel (None without a slide or a usable scale)."""
+        if self._reader is None:
+            return None
+        try:
+            mpp = float(self._reader.mpp)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return mpp if math.isfinite(mpp) and mpp > 0 else None
+
+    def magnification(self) -> float | None:
+        """The objective power the view shows the slide at now (40x ~ 0.25 µm per
+        screen pixel); None without a slide."""
+        mpp = self.mpp()
+        return magnification(mpp, self._zoom) if mpp is not None else None
+
+    def zoom_to_magnification(self, mag: float) -> float | None:
+        """Zoom to objective power ``mag`` about the view centre, clamped to the zoom
+        limits; returns the magnification shown now (None: no slide, nothing done).
+
+        Raises ValueError for a ``mag`` that is not a positive number.
+        """
+        mpp = self.mpp()
+        if mpp is None:
+            return None
+        self.set_zoom(zoom_for_magnification(mpp, mag))
+        return self.magnification()
 
     # -- region selection ---------------------------------------------------------------
 
@@ -425,10 +522,13 @@ class SlideView(QGraphicsView):
         self._center = rect.center()
         self._request_tiles()
         self.viewChanged.emit(rect)
+        # What lies under a still mouse changed too (keyboard zoom, overview, code).
+        self.cursorMoved.emit(*self.cursor_position())
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         with self._batch():
             super().resizeEvent(event)
+            self._place_empty_hint()
             if self._reader is not None and not self._auto_fit:
                 self._update_scene_rect()
                 self._scroll_to_center(self._center)
@@ -575,17 +675,19 @@ class SlideView(QGraphicsView):
                 self.clicked.emit(point.x(), point.y())
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        self._mouse_pos = QPointF(event.position())
         if self._selecting and self._band_origin is not None:
             self._band.setRect(self._band_rect(event.position()))
         super().mouseMoveEvent(event)
-        point = self.map_to_slide(event.position())
-        if self._inside(point):
-            self.cursorMoved.emit(point.x(), point.y())
-        else:
-            self.cursorMoved.emit(-1.0, -1.0)
+        self._mouse_pos = QPointF(event.position())
+        self.cursorMoved.emit(*self.cursor_position())
 
     def viewportEvent(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Leave:
+        kind = event.type()
+        if kind == QEvent.Type.Enter and isinstance(event, QEnterEvent):
+            self._mouse_pos = QPointF(event.position())
+        elif kind == QEvent.Type.Leave:
+            self._mouse_pos = None
             self.cursorMoved.emit(-1.0, -1.0)
         return super().viewportEvent(event)
 
@@ -627,6 +729,83 @@ class SlideView(QGraphicsView):
             super().keyPressEvent(event)
             return
         event.accept()
+
+
+class EmptyHint(QWidget):
+    """What the view shows without a slide: a sentence on how to open one (``label``)
+    and a row of buttons for the window's actions (:meth:`set_actions`)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("emptyHint")
+        keys = QKeySequence(QKeySequence.StandardKey.Open)
+        shortcut = keys.toString(QKeySequence.SequenceFormat.NativeText) or "Ctrl+O"
+        self.label = QLabel(EMPTY_TEXT.format(shortcut=shortcut))
+        self.label.setObjectName("emptyHintText")
+        self.label.setWordWrap(True)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        font = self.label.font()
+        if font.pointSizeF() > 0:  # not a pixel-sized font
+            font.setPointSizeF(font.pointSizeF() * 1.15)
+            self.label.setFont(font)
+        self._row = QHBoxLayout()
+        self._row.setSpacing(8)
+        self._buttons: list[QToolButton] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.setSpacing(12)
+        layout.addWidget(self.label)
+        layout.addLayout(self._row)
+        # Light on the view's dark background, whatever the palette.
+        self.setStyleSheet(
+            "QLabel#emptyHintText { color: #e6e6e6; }QToolButton { padding: 4px 10px; }"
+        )
+
+    def text(self) -> str:
+        return self.label.text()
+
+    def set_actions(self, actions: list[QAction]) -> None:
+        """One button per action (an action with a menu pops it up); replaces the old."""
+        for button in self._buttons:
+            self._row.removeWidget(button)
+            button.deleteLater()
+        self._buttons = []
+        while self._row.count():
+            self._row.takeAt(0)
+        if not actions:
+            return
+        self._row.addStretch(1)
+        for action in actions:
+            button = QToolButton(self)
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            if action.menu() is not None:
+                button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+            self._row.addWidget(button)
+            button.show()  # now, not on the next event loop pass
+            self._buttons.append(button)
+        self._row.addStretch(1)
+
+    def buttons(self) -> list[QToolButton]:
+        """The action buttons, in order."""
+        return list(self._buttons)
+
+    def fit_width(self, width: int) -> None:
+        """Stack the buttons when side by side they would not fit ``width`` px."""
+        margins = self.layout().contentsMargins()
+        room = width - margins.left() - margins.right()
+        wide = sum(b.sizeHint().width() for b in self._buttons)
+        wide += self._row.spacing() * max(0, len(self._buttons) - 1)
+        direction = (
+            QHBoxLayout.Direction.LeftToRight if wide <= room else QHBoxLayout.Direction.TopToBottom
+        )
+        stacked = direction == QHBoxLayout.Direction.TopToBottom
+        align = Qt.AlignmentFlag.AlignHCenter if stacked else Qt.AlignmentFlag(0)
+        if self._row.direction() != direction:
+            self._row.setDirection(direction)
+        for button in self._buttons:
+            self._row.setAlignment(button, align)
 
 
 class _RegionBand(QGraphicsRectItem):

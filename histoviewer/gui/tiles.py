@@ -12,7 +12,7 @@ to stream, virtual tiles are read on demand and box-reduced, up to
 to the GUI thread through queued signals, tagged with a generation id that each
 new slide bumps, so nothing from a previous slide is ever drawn. Tiles that left
 the view before a worker picked them up are skipped. Only the GUI thread
-touches :class:`TileCache` and the pixmaps in it.
+touches :class:`PixmapCache` and the pixmaps in it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import enum
 import logging
 import math
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ from PySide6.QtCore import QObject, QRectF, QRunnable, QThreadPool, Signal, Slot
 from PySide6.QtGui import QImage, QPixmap
 
 from histoviewer.slide.base import SlideReader
+from histoviewer.slide.tilecache import ByteLRUCache
 
 log = logging.getLogger(__name__)
 
@@ -235,99 +235,65 @@ def rgb_to_qimage(pixels: np.ndarray) -> QImage:
     return view.convertToFormat(QImage.Format.Format_RGB32)  # deep copy, fast to draw
 
 
-class TileCache:
-    """LRU of tile pixmaps bounded by bytes (4 bytes per pixel); GUI thread only.
+class PixmapCache(ByteLRUCache[TileKey, QPixmap]):
+    """The view's screen tiles: an LRU of QPixmaps bounded by bytes (4 bytes per
+    pixel); GUI thread only (pixmaps belong to it).
 
-    A single tile larger than the bound is still kept, so the newest tile
-    always shows.
+    The same byte-bounded LRU as the slide readers' decoded-tile cache
+    (:class:`~histoviewer.slide.tilecache.ByteLRUCache`), holding other things: a
+    single tile larger than the bound is still kept, so the newest tile always shows.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self._items: OrderedDict[TileKey, QPixmap] = OrderedDict()
-        self._bytes = 0
-        self._max_bytes = int(max_bytes)
-
-    @property
-    def max_bytes(self) -> int:
-        return self._max_bytes
-
-    @max_bytes.setter
-    def max_bytes(self, value: int) -> None:
-        self._max_bytes = int(value)
-        self._evict()
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def get(self, key: TileKey) -> QPixmap | None:
-        pixmap = self._items.get(key)
-        if pixmap is not None:
-            self._items.move_to_end(key)
-        return pixmap
-
-    def put(self, key: TileKey, pixmap: QPixmap) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._bytes -= _pixmap_bytes(old)
-        self._items[key] = pixmap
-        self._bytes += _pixmap_bytes(pixmap)
-        self._evict()
-
-    def keys(self) -> list[TileKey]:
-        """Keys from least to most recently used."""
-        return list(self._items)
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._bytes = 0
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[TileKey]:
-        return iter(list(self._items))
-
-    def _evict(self) -> None:
-        while self._bytes > self._max_bytes and len(self._items) > 1:
-            _, dropped = self._items.popitem(last=False)
-            self._bytes -= _pixmap_bytes(dropped)
+        super().__init__(max_bytes, _pixmap_bytes)
 
 
 def _pixmap_bytes(pixmap: QPixmap) -> int:
     return pixmap.width() * pixmap.height() * 4
 
 
+@dataclass(frozen=True)
+class _LoaderPort:
+    """What the worker jobs may do with their :class:`TileLoader`, from their threads.
+
+    Bound to the loader, so a queued or running job keeps it alive past its view.
+    """
+
+    claim: Callable[[TileKey], bool]  # False: the tile is no longer wanted
+    tile_loaded: Callable[[TileKey, object, str], None]  # (key, QImage or None, error)
+    is_current: Callable[[int], bool]  # is this generation the loader's slide still?
+    thumbnail: Callable[[int, QImage], None]
+    built: Callable[[int, object], None]  # (generation, {level index: array})
+    failed: Callable[[int, str], None]
+
+
 class _TileJob(QRunnable):
-    def __init__(self, loader: TileLoader, key: TileKey, reader: SlideReader, level: DisplayLevel):
+    def __init__(self, port: _LoaderPort, key: TileKey, reader: SlideReader, level: DisplayLevel):
         super().__init__()
-        self._loader, self._key, self._reader, self._level = loader, key, reader, level
+        self._port, self._key, self._reader, self._level = port, key, reader, level
 
     def run(self) -> None:
-        loader, key = self._loader, self._key
-        if not loader._claim(key):
+        port, key = self._port, self._key
+        if not port.claim(key):
             return
         try:
             image = rgb_to_qimage(self._level.read_tile(self._reader, key.col, key.row))
         except Exception as exc:  # a damaged tile must not kill the thread or the app
-            loader._loaded.emit(key, None, f"{type(exc).__name__}: {exc}")
+            port.tile_loaded(key, None, f"{type(exc).__name__}: {exc}")
             return
-        loader._loaded.emit(key, image, "")
+        port.tile_loaded(key, image, "")
 
 
 class _PyramidJob(QRunnable):
     """Builds the virtual levels and the thumbnail of one slide."""
 
-    def __init__(self, loader: TileLoader, generation: int, reader: SlideReader, levels):
+    def __init__(self, port: _LoaderPort, generation: int, reader: SlideReader, levels):
         super().__init__()
-        self._loader, self._generation = loader, generation
+        self._port, self._generation = port, generation
         self._reader, self._levels = reader, levels
 
     def run(self) -> None:
-        loader, generation, reader = self._loader, self._generation, self._reader
+        port, generation, reader = self._port, self._generation, self._reader
         try:
             thumb_level = next(
                 (lv for lv in self._levels if max(lv.width, lv.height) <= THUMBNAIL_SIZE), None
@@ -335,22 +301,20 @@ class _PyramidJob(QRunnable):
             if thumb_level is not None and thumb_level.factor == 1:
                 size = (thumb_level.width, thumb_level.height)
                 pixels = reader.read_region(thumb_level.source, 0, 0, *size)
-                loader._thumbnail.emit(generation, rgb_to_qimage(pixels))
-            built = build_virtual_levels(
-                reader, self._levels, lambda: loader.generation == generation
-            )
+                port.thumbnail(generation, rgb_to_qimage(pixels))
+            built = build_virtual_levels(reader, self._levels, lambda: port.is_current(generation))
             if built is None:
                 return
-            loader._built.emit(generation, built)
+            port.built(generation, built)
             if thumb_level is None or (thumb_level.factor > 1 and thumb_level.index not in built):
                 # The virtual levels are read on demand: let the reader shrink it.
-                loader._thumbnail.emit(generation, rgb_to_qimage(reader.thumbnail(THUMBNAIL_SIZE)))
+                port.thumbnail(generation, rgb_to_qimage(reader.thumbnail(THUMBNAIL_SIZE)))
             elif thumb_level.index in built:
-                loader._thumbnail.emit(generation, rgb_to_qimage(built[thumb_level.index]))
+                port.thumbnail(generation, rgb_to_qimage(built[thumb_level.index]))
         except Exception as exc:
-            if loader.generation == generation:
+            if port.is_current(generation):
                 log.warning("could not build the overview of %r: %s", reader, exc)
-                loader._pyramid_failed.emit(generation, f"{type(exc).__name__}: {exc}")
+                port.failed(generation, f"{type(exc).__name__}: {exc}")
 
 
 class TileLoader(QObject):
@@ -380,7 +344,7 @@ class TileLoader(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.cache = TileCache(cache_bytes)
+        self.cache = PixmapCache(cache_bytes)
         self.levels: list[DisplayLevel] = []
         self.generation = 0
         self.stale_dropped = 0
@@ -413,7 +377,8 @@ class TileLoader(QObject):
         self._failed_reported = False
         self.levels = plan_levels(reader) if reader is not None else []
         if reader is not None:
-            self._pool.start(_PyramidJob(self, self.generation, reader, list(self.levels)), -1)
+            job = _PyramidJob(self._port(), self.generation, reader, list(self.levels))
+            self._pool.start(job, -1)
 
     def request(self, level: DisplayLevel | None, tiles: Iterable[tuple[int, int]]) -> None:
         """Make ``tiles`` of ``level`` (nearest first) the wanted set and queue the missing.
@@ -431,8 +396,10 @@ class TileLoader(QObject):
                 if k not in self._pending and k not in self.cache and k not in self._failed
             ]
             self._pending.update(todo)
+        port = self._port() if todo else None
         for rank, key in enumerate(todo):
-            self._pool.start(_TileJob(self, key, self._reader, level), max(0, 1000 - rank))
+            job = _TileJob(port, key, self._reader, level)
+            self._pool.start(job, max(0, 1000 - rank))
 
     def pixmap(self, level: int, col: int, row: int) -> QPixmap | None:
         return self.cache.get(TileKey(self.generation, level, col, row))
@@ -449,6 +416,21 @@ class TileLoader(QObject):
         return self._pool.waitForDone(msecs)
 
     # -- worker side -----------------------------------------------------------
+
+    def _port(self) -> _LoaderPort:
+        # Made for each batch of jobs, not kept: kept, it would tie the loader in a
+        # reference cycle, freed by the garbage collector on whatever thread it ran.
+        return _LoaderPort(
+            claim=self._claim,
+            tile_loaded=self._loaded.emit,
+            is_current=self._is_current,
+            thumbnail=self._thumbnail.emit,
+            built=self._built.emit,
+            failed=self._pyramid_failed.emit,
+        )
+
+    def _is_current(self, generation: int) -> bool:
+        return self.generation == generation
 
     def _claim(self, key: TileKey) -> bool:
         """Called by a worker before reading: False when the tile is no longer wanted."""

@@ -25,7 +25,7 @@ from histoviewer.slide.pixels import (
     check_layout,
 )
 from histoviewer.slide.tiff_level import FileReader, TiffLevel, check_compression
-from histoviewer.slide.tilecache import TileCache
+from histoviewer.slide.tilecache import DecodedTileCache
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TiffSlide(SlideReader):
     def __init__(self, path: str | os.PathLike, *, cache_bytes: int = 48 * 2**20) -> None:
         self.path = Path(path)
         self._io_lock = threading.Lock()  # for reads where positional reads are missing
-        self._cache = TileCache(cache_bytes)
+        self._cache = DecodedTileCache(cache_bytes)
         self._tif, self._handle = _open_tiff(self.path)
         try:
             self._setup()
@@ -230,7 +230,7 @@ class TiffSlide(SlideReader):
         return self._levels[0].contiguous_uncompressed
 
     @property
-    def cache(self) -> TileCache:
+    def cache(self) -> DecodedTileCache:
         """The decoded-tile cache (its hit and miss counts help tests and tuning)."""
         return self._cache
 

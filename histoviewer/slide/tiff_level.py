@@ -3,7 +3,7 @@
 Compressed pages are read tile by tile (or strip by strip): only the segments
 a region touches, their bytes with positional reads, their decoding outside any
 lock so that several threads decode at once, and the decoded tiles kept in the
-slide's :class:`TileCache`. Uncompressed contiguous images (such as the Kather
+slide's :class:`DecodedTileCache`. Uncompressed contiguous images (such as the Kather
 CRC-Prim-HE strip TIFFs) need no decoding and are read straight from the file
 by offset.
 
@@ -25,7 +25,7 @@ import tifffile
 
 from histoviewer.errors import SlideError
 from histoviewer.slide.pixels import PixelLayout
-from histoviewer.slide.tilecache import TileCache
+from histoviewer.slide.tilecache import DecodedTileCache
 
 # A single tile or strip bigger than this (decoded) means the file cannot be
 # read piecewise (e.g. a whole gigapixel image compressed as one strip).
@@ -138,7 +138,7 @@ class TiffLevel:
         page: tifffile.TiffPage,
         layout: PixelLayout,
         reader: FileReader,
-        cache: TileCache,
+        cache: DecodedTileCache,
         file_size: int,
         byteorder: str,
     ) -> None:

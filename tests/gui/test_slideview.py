@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import tifffile
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPixmap, QWheelEvent
+from PySide6.QtGui import QAction, QColor, QImage, QMouseEvent, QPixmap, QWheelEvent
+from PySide6.QtWidgets import QMenu, QToolButton
 
 from histoviewer.gui import tiles as tiles_mod
 from histoviewer.gui.overview import OverviewPanel
 from histoviewer.gui.scalebar import choose_length, format_length
 from histoviewer.gui.slideview import BACKGROUND, MAX_ZOOM, SlideView
-from histoviewer.gui.tiles import TILE_SIZE, LevelState, TileCache, TileKey
+from histoviewer.gui.tiles import TILE_SIZE, LevelState, PixmapCache, TileKey
 from histoviewer.slide import ArraySlide, open_slide
 
 VIEW_W, VIEW_H = 640, 480
@@ -413,11 +414,134 @@ def test_cursor_moved_reports_level0_coordinates(qtbot, view):
     assert blocker.args == [-1.0, -1.0]
 
 
+def test_cursor_moved_follows_keyboard_zoom_and_pans_under_a_still_mouse(qtbot, view):
+    """Zooming with the keys (or panning from code) changes what lies under a mouse that
+    does not move: the status bar's position must follow."""
+    view.set_slide(ArraySlide(grid_image(1000, 1000)))
+    pos = QPointF(VIEW_W / 2 + 100, VIEW_H / 2 + 60)
+    mouse(view, QEvent.Type.MouseMove, pos, held=False)
+    before = view.cursor_position()
+    seen = []
+    view.cursorMoved.connect(lambda x, y: seen.append((x, y)))
+
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Plus)  # zoom about the view centre, not the mouse
+    assert seen, "keyboard zoom did not report the point under the mouse"
+    expected = view.map_to_slide(pos)
+    assert seen[-1] == pytest.approx((expected.x(), expected.y()))
+    assert seen[-1] != pytest.approx(before, abs=1)
+    assert view.cursor_position() == seen[-1]
+
+    for change in (
+        view.zoom_out,
+        view.actual_size,
+        view.fit,
+        lambda: view.center_on(200, 300),
+        lambda: qtbot.keyClick(view, Qt.Key.Key_Right),
+    ):
+        seen.clear()
+        change()
+        expected = view.map_to_slide(pos)
+        assert seen and seen[-1] == pytest.approx((expected.x(), expected.y())), change
+
+    # Zoomed out so far that the mouse is over the dark margin: (-1, -1).
+    view.set_zoom(1e-6)
+    corner = QPointF(3, 3)
+    mouse(view, QEvent.Type.MouseMove, corner, held=False)
+    assert seen[-1] == (-1.0, -1.0)
+    # The mouse left the view: zooms report (-1, -1), not a stale point.
+    view.viewportEvent(QEvent(QEvent.Type.Leave))
+    seen.clear()
+    view.set_zoom(2.0)
+    assert seen[-1] == (-1.0, -1.0) and view.cursor_position() == (-1.0, -1.0)
+
+
+# -- magnification ---------------------------------------------------------------------
+
+
+def test_view_zooms_to_an_objective_magnification_about_its_centre(qtbot, view):
+    assert view.mpp() is None and view.magnification() is None
+    assert view.zoom_to_magnification(20) is None  # no slide: nothing happens
+    view.set_slide(ArraySlide(grid_image(8000, 6000), mpp=0.25))  # a "40x" scan
+    assert view.mpp() == 0.25
+    assert view.magnification() == pytest.approx(10 * view.zoom() / 0.25)
+    view.set_zoom(0.5)
+    view.center_on(3000, 2000)
+    centre = view.visible_rect().center()
+
+    assert view.zoom_to_magnification(40) == pytest.approx(40)
+    assert view.zoom() == pytest.approx(1.0)  # 40x on a 0.25 um/px scan: 1:1
+    assert view.visible_rect().center().x() == pytest.approx(centre.x(), abs=1)
+    assert view.visible_rect().center().y() == pytest.approx(centre.y(), abs=1)
+    with qtbot.waitSignal(view.zoomChanged):
+        assert view.zoom_to_magnification(5) == pytest.approx(5)
+    assert view.zoom() == pytest.approx(0.125)
+    assert view.visible_rect().center().x() == pytest.approx(centre.x(), abs=8)
+
+    # Clamped to the zoom limits, and says what it reached.
+    assert view.zoom_to_magnification(10_000) == pytest.approx(10 * MAX_ZOOM / 0.25)
+    assert view.zoom() == MAX_ZOOM
+    low = view.zoom_limits()[0]
+    assert view.zoom_to_magnification(1e-6) == pytest.approx(10 * low / 0.25)
+    with pytest.raises(ValueError):
+        view.zoom_to_magnification(0)
+    view.set_slide(ArraySlide(grid_image(800, 600), mpp=1.0))
+    view.zoom_to_magnification(20)
+    assert view.zoom() == pytest.approx(2.0)  # 1 um/px shown at 20x: 2 screen px each
+
+
+# -- without a slide -------------------------------------------------------------------
+
+
+def test_empty_view_says_how_to_open_a_slide(qtbot, view):
+    hint = view.empty_hint
+    assert hint.isVisible() and "Open Slide" in hint.text()
+    assert "drop a slide file here" in hint.text()
+    area = view.viewport().geometry()
+    assert area.contains(hint.geometry())
+    assert abs(hint.geometry().center().x() - area.center().x()) <= 1
+    assert abs(hint.geometry().center().y() - area.center().y()) <= 1
+
+    triggered = []
+    open_action = QAction("Open Slide...", view)
+    open_action.triggered.connect(lambda: triggered.append("open"))
+    recent = QAction("Open Recent", view)
+    menu = QMenu(view)
+    menu.addAction("a.svs")
+    recent.setMenu(menu)
+    view.set_empty_actions([open_action, recent])
+    buttons = hint.buttons()
+    # Tool buttons show the actions' icon texts: "Open Slide", without the dots.
+    assert [b.defaultAction() for b in buttons] == [open_action, recent]
+    assert [b.text() for b in buttons] == ["Open Slide", "Open Recent"]
+    assert buttons[1].popupMode() == QToolButton.ToolButtonPopupMode.InstantPopup
+    assert all(b.isVisible() for b in buttons)
+    qtbot.mouseClick(buttons[0], Qt.MouseButton.LeftButton)
+    assert triggered == ["open"]
+    # Too narrow for the buttons side by side: they are stacked, not cut short.
+    view.resize(260, VIEW_H)
+    assert len({b.geometry().top() for b in buttons}) == 2
+    assert all(b.width() >= b.sizeHint().width() for b in buttons)
+    assert view.viewport().geometry().contains(hint.geometry())
+    view.resize(VIEW_W, VIEW_H)
+    view.set_empty_actions([open_action])
+    assert [b.defaultAction() for b in hint.buttons()] == [open_action]
+
+    view.set_slide(ArraySlide(grid_image(600, 400)))
+    assert not hint.isVisible()
+    view.resize(VIEW_W + 100, VIEW_H)  # stays hidden on resize
+    assert not hint.isVisible()
+    view.set_slide(None)
+    assert hint.isVisible()
+    area = view.viewport().geometry()
+    assert abs(hint.geometry().center().x() - area.center().x()) <= 1  # re-centred
+
+
 # -- cache and generations ------------------------------------------------------------
 
 
 def test_tile_cache_is_an_lru_bounded_by_bytes():
-    cache = TileCache(max_bytes=3 * 100 * 100 * 4)
+    cache = PixmapCache(max_bytes=3 * 100 * 100 * 4)
     pixmaps = [QPixmap(100, 100) for _ in range(5)]
     keys = [TileKey(1, 0, i, 0) for i in range(5)]
     for key, pixmap in zip(keys[:3], pixmaps, strict=False):
