@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from typing import Any
 
 from histoviewer.classes import color_for, default_classes
@@ -34,6 +35,12 @@ class ModelInfo:
     ``class_colors`` may be left empty: each class then gets its colour from
     classes.json (or a palette colour for classes not listed there). Change a field
     with ``dataclasses.replace`` so that the result is validated again.
+
+    ``created``: when the model was first written to a file (UTC, ISO 8601, e.g.
+    ``"2025-01-03T14:05:12Z"``); "" until then. :meth:`to_dict` records the current
+    time when it is empty, so every saved model and training checkpoint carries the
+    date it was written, and a model loaded and saved again keeps its date. It takes
+    no part in comparisons (a round trip through a file stays equal).
     """
 
     arch: str = "resnet50"
@@ -48,6 +55,7 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)  # training config (JSON-safe)
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results (JSON-safe)
     format_version: int = FORMAT_VERSION
+    created: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         self.arch = _check_arch(self.arch)
@@ -70,10 +78,14 @@ class ModelInfo:
                 f"model metadata has format version {self.format_version}, but this HistoViewer "
                 f"reads up to version {FORMAT_VERSION}; please update HistoViewer"
             )
+        if not isinstance(self.created, str):
+            raise ModelError(
+                f"model metadata field 'created' must be a date as text, not {self.created!r}"
+            )
 
     @classmethod
     def recipe(cls, arch: str = "resnet50", **changes: Any) -> ModelInfo:
-        """The reference recipe's settings: eight Kather classes, 150 px at 0.495 um/px -> 224."""
+        """The reference recipe's settings: eight Kather classes, 150 px at 0.495 µm/px -> 224."""
         classes = default_classes()
         values: dict[str, Any] = {
             "arch": arch,
@@ -90,7 +102,7 @@ class ModelInfo:
 
     @property
     def patch_microns(self) -> float:
-        """Side of one patch in micrometres (150 px * 0.495 um/px = 74.25 um)."""
+        """Side of one patch in micrometres (150 px * 0.495 µm/px = 74.25 µm)."""
         return self.patch_size * self.mpp
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +120,7 @@ class ModelInfo:
             "mpp": self.mpp,
             "training": json.loads(json.dumps(self.training)),
             "metrics": json.loads(json.dumps(self.metrics)),
+            "created": self.created or utc_timestamp(),
         }
 
     @classmethod
@@ -135,6 +148,11 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model metadata is not valid JSON ({exc})") from None
         return cls.from_dict(data)
+
+
+def utc_timestamp() -> str:
+    """The current time as ModelInfo records it in ``created``: ``2025-01-03T14:05:12Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_arch(arch: Any) -> str:
