@@ -9,6 +9,11 @@ log. Cancel stops at the next batch and leaves ``last.pt`` with the last complet
 epoch, which Resume continues, also after the app was closed or crashed. Errors
 (a broken dataset, out of memory, a full disk) are shown in red in the dialog and
 in its log; the trainer writes every file atomically, so none is left corrupt.
+
+A run takes minutes on a GPU and hours on a CPU, so nothing starts one by accident:
+no button is the dialog's default (Enter presses none of them), and Start and Resume
+first ask, through :meth:`TrainingDialog.ask_start` (which tests replace), whether to
+go on, with the form's estimate of how long it will take.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QFont
+from PySide6.QtGui import QCloseEvent, QFont, QKeyEvent
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -35,12 +41,19 @@ from PySide6.QtWidgets import (
 
 from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.gui.curves import TrainingCurves
-from histoviewer.gui.training_form import ERROR_STYLE, TrainingForm
+from histoviewer.gui.training_form import (
+    ERROR_STYLE,
+    Estimate,
+    TrainingForm,
+    elapsed_duration,
+)
 from histoviewer.gui.training_results import ResultsPanel
+from histoviewer.gui.widgets import sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
 from histoviewer.tasks import format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
+from histoviewer.training.checkpoint import LAST_FILE
 from histoviewer.training.run_folder import earlier_run_files
 
 log = logging.getLogger(__name__)
@@ -93,6 +106,8 @@ class TrainingDialog(QDialog):
         self._out: str | None = None  # the folder of the run under way or last finished
         self._epochs = 0
         self._started = 0.0
+        self._resumed = False  # whether the run under way continues an earlier one
+        self._config: TrainConfig | None = None  # the run under way or last started
 
         self.runner = JobRunner(self)
         self.runner.progress.connect(self._on_event)
@@ -159,7 +174,7 @@ class TrainingDialog(QDialog):
         self.error_label.setVisible(False)
 
         self.start_button = QPushButton("Start")
-        self.start_button.setDefault(True)
+        self.start_button.setToolTip("Start a new run (asks first, with how long it takes)")
         self.resume_button = QPushButton("Resume")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip(
@@ -180,6 +195,18 @@ class TrainingDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.hide_button)
+        # No default button: a stray Enter (in a field, on a focused button) must not
+        # start hours of training. A QDialog makes its push buttons auto-default, and
+        # the first one in the focus chain then takes Enter when the dialog shows.
+        for b in (
+            self.start_button,
+            self.resume_button,
+            self.cancel_button,
+            self.use_button,
+            self.hide_button,
+        ):
+            b.setAutoDefault(False)
+            b.setDefault(False)
 
         layout = QVBoxLayout(self)
         layout.addWidget(splitter, 1)
@@ -209,6 +236,7 @@ class TrainingDialog(QDialog):
 
     def show_error(self, text: str) -> None:
         """Show ``text`` in the dialog's red message area and in the log."""
+        text = sentence(text)
         self.error_label.setText(text)
         self.error_label.setVisible(True)
         self.log(f"Error: {text}")
@@ -240,6 +268,9 @@ class TrainingDialog(QDialog):
             self.show_error(f"{cfg.out} now holds a training run; choose another folder")
             self.form.inspect_output()
             return None
+        question = self.start_question(cfg, self.form.estimate(cfg), resume=False)
+        if not self.ask_start(question):
+            return None
         self.form.remember()
         return self._launch(cfg, resume=False)
 
@@ -250,21 +281,74 @@ class TrainingDialog(QDialog):
         if self.is_running() or run is None or not self.form.can_resume():
             return None
         try:
-            cfg = TrainConfig.from_dict(run.config).replace(out=run.folder)
-            if run.finished:
-                cfg = cfg.replace(epochs=self.form.epochs)
+            cfg = self.form.resume_config()
         except HistoViewerError as exc:
             self.show_error(f"cannot resume the run in {run.folder}: {exc}")
+            return None
+        question = self.start_question(cfg, self.form.resume_estimate(), resume=True)
+        if not self.ask_start(question):
             return None
         self.form.remember()
         return self._launch(cfg, resume=True)
 
+    def start_question(self, cfg: TrainConfig, estimate: Estimate | None, *, resume: bool) -> str:
+        """What Start (``resume`` False) or Resume asks before a run: what will be trained,
+        where, and about how long it takes."""
+        run = self.form.earlier_run
+        if resume and run is not None:
+            left = cfg.epochs - run.epoch
+            verb = "Extend" if run.finished else "Resume"
+            what = (
+                f"{verb} the run in {run.folder}: {left} more epoch{'s' * (left != 1)} of "
+                f"{cfg.epochs} ({cfg.arch}, {cfg.image_size} px, batch {cfg.batch_size})"
+            )
+        else:
+            what = (
+                f"Train {cfg.arch} for {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} "
+                f"({cfg.image_size} px, batch {cfg.batch_size})"
+            )
+        if estimate is None:
+            where = f"on {cfg.device}"
+            time_text = "How long it will take cannot be estimated yet."
+        else:
+            where = f"on {estimate.where}, {estimate.train_images:,} training tiles an epoch"
+            time_text = (
+                f"{estimate.short}, plus reading the tiles ({estimate.basis}). The first "
+                "epoch shows the real speed."
+            )
+        return (
+            f"{what} {where}?\n\n{time_text}\n\nThe window can be hidden meanwhile. Cancel "
+            "stops after the current batch and keeps the last completed epoch."
+        )
+
+    def ask_start(self, text: str) -> bool:
+        """Ask whether to start the run ``text`` describes (Start / Cancel, Cancel the
+        default). Tests replace this method: a modal box would block them."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Start Training?", text, parent=self)
+        start = box.addButton("Start", QMessageBox.ButtonRole.AcceptRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setEscapeButton(cancel)
+        box.exec()
+        return box.clickedButton() is start
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        # Enter and Return press no button (QDialog would press the default one).
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
     def _launch(self, cfg: TrainConfig, *, resume: bool) -> int:
+        # A speed measurement must not share the device (or the random state) with the run.
+        self.form.stop_measuring()
         self._clear_error()
         self.result = None
         self.results.clear()
         self._out = cfg.out
         self._epochs = cfg.epochs
+        self._config = cfg
+        self._resumed = resume
         self._started = time.monotonic()
         self.curves.clear(cfg.epochs)
         self.progress.setValue(0)
@@ -322,6 +406,9 @@ class TrainingDialog(QDialog):
         elif kind == "epoch":
             self.curves.set_history(e.history, e.epochs)
             h = e.history[-1] if e.history else {}
+            if self._config is not None and e.images_per_s:
+                # The real speed: the next estimate of these settings uses it.
+                self.form.record_speed(self._config, e.images_per_s, h.get("val_images_per_s"))
             self.log(
                 f"Epoch {e.epoch}/{e.epochs}: train loss {h.get('train_loss', e.loss):.4f} "
                 f"acc {h.get('train_acc', e.acc):.3f}, validation loss "
@@ -336,7 +423,7 @@ class TrainingDialog(QDialog):
         elif kind == "done":
             self.status_label.setText("Finished.")
         elif kind == "cancelled":
-            self.log(f"Cancelled after epoch {e.epoch}; {e.message}.")
+            self.log(f"Cancelled: {e.message}.")
 
     def _set_progress(self, epochs_done: int, batch: int, batches: int) -> None:
         if self._epochs:
@@ -350,15 +437,38 @@ class TrainingDialog(QDialog):
         parts.append(f"{format_duration(eta_s)} left")
         self.speed_label.setText(" · ".join(parts))
 
+    def cancelled_text(self, result: FitResult) -> str:
+        """What a cancelled run left, and what Start or Resume does next."""
+        done, epochs = result.epochs_done, result.config.epochs
+        if done:
+            return f"Cancelled after epoch {done} of {epochs}. Resume continues from there."
+        if (Path(result.out) / LAST_FILE).is_file():
+            return (
+                f"Cancelled before the first of {epochs} epochs was completed. Resume starts "
+                "the run again from its first epoch (a new run needs another folder)."
+            )
+        return (
+            "Cancelled while reading the tiles: nothing was trained or saved. Start begins afresh."
+        )
+
+    def finished_text(self, result: FitResult) -> str:
+        """'Finished in 2 h 10 min' (all the run's parts), and the test figures."""
+        part = time.monotonic() - self._started
+        total = max(result.elapsed_s, part)
+        elapsed = elapsed_duration(total)
+        if self._resumed and total - part >= 1:
+            elapsed += f" in all ({elapsed_duration(part)} since resuming)"
+        metrics = result.test_metrics or {}
+        return (
+            f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %, "
+            f"macro F1 {metrics.get('macro_f1', 0):.3f}."
+        )
+
     def _on_finished(self, job_id: int, result: FitResult) -> None:
         self.result = result
         self.curves.set_history(result.history, result.config.epochs)
-        elapsed = format_duration(time.monotonic() - self._started)
         if result.cancelled:
-            self.status_label.setText(
-                f"Cancelled after epoch {result.epochs_done} of {result.config.epochs}. "
-                "Resume continues from there."
-            )
+            self.status_label.setText(self.cancelled_text(result))
             self.speed_label.clear()
         else:
             metrics = result.test_metrics or {}
@@ -375,10 +485,7 @@ class TrainingDialog(QDialog):
             total = sum(self.right_splitter.sizes())
             self.right_splitter.setSizes([total - 330, 330])
             self.progress.setValue(1000)
-            self.status_label.setText(
-                f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %, "
-                f"macro F1 {metrics.get('macro_f1', 0):.3f}."
-            )
+            self.status_label.setText(self.finished_text(result))
             self.speed_label.setText(f"best model: epoch {result.best_epoch}")
             self.log(f"Finished. Best model: {result.best_path}; report in {result.out}.")
         self._emit_state("")

@@ -6,11 +6,19 @@ image counts, or the :class:`~histoviewer.errors.DatasetError` in red. It looks
 into the output folder too: a ``last.pt`` there is an earlier run, which can be
 resumed (its settings are shown) but not overwritten by a new one; other files of a
 run without a ``last.pt`` make the folder unusable for a new run as well.
+
+Every choice is remembered in the settings as it is made and comes back the next time
+the dialog opens. Below the training settings the form says about how long the run
+will take (:class:`Estimate`): epochs times tiles at a training speed that is, best
+first, the speed of an earlier run with the same settings, one measured with a few
+batches of random tiles on this computer (:func:`measure_speed`, on a worker thread),
+or a typical speed of such a device (:data:`TYPICAL_RATES`), and it says which.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +48,8 @@ from PySide6.QtWidgets import (
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui import settings as config
-from histoviewer.gui.workers import JobFailure, JobRunner
+from histoviewer.gui.widgets import guard_wheel, sentence
+from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import ARCHITECTURES
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
@@ -51,6 +60,27 @@ log = logging.getLogger(__name__)
 
 ERROR_STYLE = "color: #b00020;"
 _CHECK_DELAY_MS = 300  # wait for typing to pause before listing a folder
+_MEASURE_DELAY_MS = 800  # wait for the settings to settle before measuring the speed
+
+# Training speeds in images per second at 224 px with batches of 32 or more, typical of
+# an 8-core desktop CPU, a mid-range CUDA GPU with mixed precision and an Apple M1/M2
+# GPU. Only a first guess, used until the speed on this computer has been measured:
+# real speeds differ several-fold from one machine to the next.
+TYPICAL_RATES: dict[str, dict[str, float]] = {
+    "cpu": {"resnet18": 40.0, "resnet34": 22.0, "resnet50": 10.0, "resnet101": 6.0},
+    "cuda": {"resnet18": 2000.0, "resnet34": 1200.0, "resnet50": 550.0, "resnet101": 330.0},
+    "mps": {"resnet18": 350.0, "resnet34": 200.0, "resnet50": 90.0, "resnet101": 50.0},
+}
+#: Evaluation (forward only, no gradients) runs about this many times faster.
+EVAL_SPEEDUP = 3.0
+# Smaller images speed training up by their pixels, but not without end.
+_MAX_SMALL_IMAGE_SPEEDUP = 8.0
+
+SPEED_BASES = {
+    "run": "the speed of an earlier run with these settings on this computer",
+    "measured": "the speed measured with a few batches on this computer",
+    "typical": "a typical speed of such a device; this computer's may differ several-fold",
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,178 @@ class EarlierRun:
 
 def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def approx_duration(seconds: float) -> str:
+    """A rough length of time, for estimates: '40 s', '12 min', '2 h 10 min'."""
+    secs = max(1, round(seconds))
+    if secs < 60:
+        return f"{secs} s"
+    minutes = round(secs / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def elapsed_duration(seconds: float) -> str:
+    """A measured length of time: '45 s', '1 min 5 s', '2 h 10 min'."""
+    secs = max(0, round(seconds))
+    if secs < 60:
+        return f"{secs} s"
+    if secs < 3600:
+        return f"{secs // 60} min {secs % 60} s"
+    hours, minutes = divmod(secs // 60, 60)
+    return f"{hours} h {minutes} min"
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Images per second in training and in evaluation; ``basis``: a key of
+    :data:`SPEED_BASES` (where the figures come from)."""
+
+    train: float
+    eval: float
+    basis: str
+
+
+def typical_speed(arch: str, device_type: str, image_size: int) -> Speed:
+    """:data:`TYPICAL_RATES` for ``arch`` on a device of ``device_type`` ("cpu", "cuda",
+    "mps"), scaled to ``image_size`` by the pixels per image."""
+    rates = TYPICAL_RATES.get(device_type, TYPICAL_RATES["cpu"])
+    base = rates.get(arch, min(rates.values()))
+    factor = min(_MAX_SMALL_IMAGE_SPEEDUP, (224 / max(1, image_size)) ** 2)
+    return Speed(base * factor, base * factor * EVAL_SPEEDUP, "typical")
+
+
+def split_sizes(counts: list[int], cfg: TrainConfig) -> tuple[int, int, int]:
+    """About how many tiles of ``counts`` (per class) train, validate and test under
+    ``cfg``'s images-per-class limit and split fractions."""
+    limit = cfg.limit_per_class
+    total = sum(min(n, limit) if limit else n for n in counts)
+    held = math.ceil(total * cfg.holdout)
+    test = math.ceil(held * cfg.test_share)
+    return total - held, held - test, test
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """About how long ``epochs`` epochs of a run take (and its test at the end)."""
+
+    seconds: float
+    epochs: int
+    train_images: int
+    arch: str
+    image_size: int
+    batch_size: int
+    where: str  # "this CPU", "the GPU", ...
+    speed: Speed
+
+    @classmethod
+    def of(
+        cls, cfg: TrainConfig, epochs: int, counts: list[int], speed: Speed, where: str
+    ) -> Estimate:
+        train, val, test = split_sizes(counts, cfg)
+        per_epoch = train / speed.train + val / speed.eval
+        return cls(
+            epochs * per_epoch + test / speed.eval,
+            epochs,
+            train,
+            cfg.arch,
+            cfg.image_size,
+            cfg.batch_size,
+            where,
+            speed,
+        )
+
+    @property
+    def short(self) -> str:
+        """'About 2 h 10 min on this CPU'."""
+        return f"About {approx_duration(self.seconds)} on {self.where}"
+
+    @property
+    def work(self) -> str:
+        """'15 epochs x 80,000 training tiles, resnet50 at 224 px, batch 64'."""
+        return (
+            f"{_epochs(self.epochs)} × {self.train_images:,} training tiles, "
+            f"{self.arch} at {self.image_size} px, batch {self.batch_size}"
+        )
+
+    @property
+    def basis(self) -> str:
+        """Why the figure is only approximate."""
+        rate = f"{self.speed.train:,.0f} images/s"
+        return f"approximate: {rate}, {SPEED_BASES[self.speed.basis]}"
+
+
+def device_place(device: Any) -> str:
+    """How a torch device reads in a sentence: 'this CPU', 'the GPU', 'the GPU cuda:1'."""
+    if device.type == "cuda":
+        return "the GPU" if device.index is None else f"the GPU {device}"
+    if device.type == "mps":
+        return "the Apple GPU"
+    return "this CPU"
+
+
+def measure_speed(cfg: TrainConfig, ctx: JobContext | None = None) -> Speed:
+    """Time a few training and evaluation batches of ``cfg``'s network on its device
+    (random tiles of its tile size; the engine and settings of a real run). On a CPU
+    the batches are small (the speed there hardly depends on their size), on a GPU
+    up to 64 images. The global random state is left as it was."""
+    import torch
+
+    from histoviewer.device import resolve_device
+    from histoviewer.model import ModelInfo, build_network
+    from histoviewer.training.engine import Engine
+
+    device = resolve_device(cfg.device)
+    batch = max(2, min(cfg.batch_size, 4 if device.type == "cpu" else 64))
+    run = cfg.replace(batch_size=batch, eval_batch_size=2 * batch, compile=False)
+    tile = cfg.patch_size or cfg.image_size
+
+    def check() -> None:
+        if ctx is not None:
+            ctx.cancel.raise_if_cancelled()
+
+    with torch.random.fork_rng(devices=[]):
+        network = build_network(cfg.arch, 2)
+        info = ModelInfo(
+            arch=cfg.arch,
+            class_names=["a", "b"],
+            input_size=cfg.image_size,
+            patch_size=tile,
+            mpp=cfg.tile_mpp,
+        )
+        images = torch.randint(0, 256, (3 * batch, tile, tile, 3), dtype=torch.uint8)
+        images = images.to(device)
+        labels = (torch.arange(3 * batch) % 2).to(device)
+        engine = Engine(run, network, info, device, images, labels, 3 * batch)
+        rows = torch.arange(3 * batch, device=device)
+        try:
+            check()
+            warm_up = engine.train_one_epoch(0, rows[:batch])  # first calls set up
+            check()
+            train = warm_up.images_per_s
+            if warm_up.seconds < 5.0:
+                train = engine.train_one_epoch(1, rows[batch:]).images_per_s
+            check()
+            engine.evaluate(rows[:batch])
+            evaluated = engine.evaluate(rows[: 2 * batch])
+        finally:
+            del engine, network, images, labels
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return Speed(train, max(train, evaluated.images_per_s), "measured")
+
+
+# Speeds measured (or seen in runs) in this session, by TrainingForm.speed_key; None:
+# the measurement failed.
+_SPEEDS: dict[tuple, Speed | None] = {}
+
+
+def _speed_name(key: tuple) -> str:
+    """The settings key of a run's speed: 'speed/resnet50-cpu-224-0-64'."""
+    return "speed/" + "-".join(str(part).replace(":", "_") for part in key)
 
 
 def default_runs_root() -> Path:
@@ -163,6 +365,9 @@ class TrainingForm(QWidget):
     """
 
     changed = Signal()
+    #: Whether to measure the training speed on this computer for the time estimate
+    #: (tests turn it off, but for the test of the measurement).
+    measure_speeds = True
 
     def __init__(self, settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -174,6 +379,12 @@ class TrainingForm(QWidget):
         self.mpp_given = False
         self.earlier_run: EarlierRun | None = None
         self.run_problem = ""  # why the output folder cannot be used, if it cannot
+        self._counts: list[int] = []  # images per class of the checked dataset
+        self._editable = True
+        self._measuring: tuple | None = None  # the speed_key being measured
+        self._meter = JobRunner(self)
+        self._meter.succeeded.connect(self._on_measured)
+        self._meter.failed.connect(self._on_measure_failed)
         self._checker = JobRunner(self)
         self._checker.succeeded.connect(self._on_checked)
         self._checker.failed.connect(self._on_check_failed)
@@ -182,6 +393,8 @@ class TrainingForm(QWidget):
         self._prober.failed.connect(self._on_probe_failed)
         self._build()
         self._restore()
+        self._watch()
+        self._update_estimate()
 
     # --- layout -------------------------------------------------------------------------
 
@@ -256,6 +469,10 @@ class TrainingForm(QWidget):
         form.addRow("Image size:", self.image_spin)
         form.addRow("Learning rate:", self.lr_spin)
         form.addRow("Device:", self.device_combo)
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow(self.estimate_label)
 
         self.advanced_box = QGroupBox("Advanced")
         self.advanced_box.setCheckable(True)
@@ -314,14 +531,24 @@ class TrainingForm(QWidget):
         self._check_timer.timeout.connect(self.check_dataset)
         self._probe_timer = QTimer(self, singleShot=True, interval=_CHECK_DELAY_MS)
         self._probe_timer.timeout.connect(self.inspect_output)
+        self._measure_timer = QTimer(self, singleShot=True, interval=_MEASURE_DELAY_MS)
+        self._measure_timer.timeout.connect(self.measure)
         self.data_edit.textChanged.connect(self._data_edited)
         self.out_edit.textChanged.connect(self._out_edited)
         self.preset_combo.currentTextChanged.connect(self.apply_preset)
+        # Enter must never press a button here (the dialog's buttons start hours of work),
+        # and the wheel must scroll the form, not change the field under the pointer.
+        for button in self.findChildren(QPushButton):
+            button.setAutoDefault(False)
+        guard_wheel(self)
+
+    # --- remembered choices -------------------------------------------------------------
 
     def _restore(self) -> None:
         name = config.training_value(self.settings, "preset")
         self.preset_combo.setCurrentText(name if name in PRESETS else "recipe")
         self.apply_preset(self.preset_combo.currentText())
+        self._restore_fields()
         device = config.training_value(self.settings, "device")
         if device:
             if self.device_combo.findText(device) < 0:
@@ -339,6 +566,95 @@ class TrainingForm(QWidget):
             self.out_edit.setText(last)
         else:
             self.new_output_folder()
+
+    def _restore_fields(self) -> None:
+        """The training fields as they were last left (over the preset's values)."""
+
+        def saved(key: str) -> str:
+            return config.training_value(self.settings, key)
+
+        for combo, key in (
+            (self.arch_combo, "arch"),
+            (self.optimizer_combo, "optimizer"),
+        ):
+            if (text := saved(key)) and combo.findText(text) >= 0:
+                combo.setCurrentText(text)
+        spins: tuple[tuple[Any, str, type], ...] = (
+            (self.epochs_spin, "epochs", int),
+            (self.batch_spin, "batch_size", int),
+            (self.image_spin, "image_size", int),
+            (self.tile_spin, "patch_size", int),
+            (self.limit_spin, "limit_per_class", int),
+            (self.lr_spin, "lr", float),
+            (self.weight_decay_spin, "weight_decay", float),
+        )
+        for spin, key, kind in spins:
+            try:
+                value = kind(saved(key))
+            except ValueError:
+                continue
+            if spin.minimum() <= value <= spin.maximum():
+                spin.setValue(value)
+        try:
+            mpp = float(saved("mpp"))
+        except ValueError:
+            mpp = None  # not given: assumed, as left
+        if mpp is not None and self.mpp_spin.minimum() <= mpp <= self.mpp_spin.maximum():
+            self.set_tile_scale(mpp)
+        if augment := saved("augment"):
+            self.augment_check.setChecked(augment == "true")
+        self.advanced_box.setChecked(saved("advanced") == "true")
+
+    def _watch(self) -> None:
+        # Connected after _restore: restoring writes nothing back.
+        for signal in (
+            self.preset_combo.currentTextChanged,
+            self.arch_combo.currentTextChanged,
+            self.epochs_spin.valueChanged,
+            self.batch_spin.valueChanged,
+            self.image_spin.valueChanged,
+            self.lr_spin.valueChanged,
+            self.device_combo.currentTextChanged,
+            self.optimizer_combo.currentTextChanged,
+            self.weight_decay_spin.valueChanged,
+            self.augment_check.toggled,
+            self.tile_spin.valueChanged,
+            self.limit_spin.valueChanged,
+            self.mpp_spin.valueChanged,
+            self.advanced_box.toggled,
+        ):
+            signal.connect(self._edited)
+        self.changed.connect(self._update_estimate)
+
+    def _edited(self) -> None:
+        self.remember_settings()
+        self._update_estimate()
+        if self.measure_speeds:
+            self._measure_timer.start()
+
+    def remember_settings(self) -> None:
+        """Save the training choices (as they change), restored when the form is made."""
+
+        def number(value: float) -> str:
+            return repr(value)
+
+        for key, value in (
+            ("preset", self.preset_combo.currentText()),
+            ("arch", self.arch_combo.currentText()),
+            ("epochs", str(self.epochs_spin.value())),
+            ("batch_size", str(self.batch_spin.value())),
+            ("image_size", str(self.image_spin.value())),
+            ("lr", number(self.lr_spin.value())),
+            ("device", self.device),
+            ("optimizer", self.optimizer_combo.currentText()),
+            ("weight_decay", number(self.weight_decay_spin.value())),
+            ("augment", "true" if self.augment_check.isChecked() else "false"),
+            ("patch_size", str(self.tile_spin.value())),
+            ("limit_per_class", str(self.limit_spin.value())),
+            ("mpp", number(self.mpp_spin.value()) if self.mpp_given else ""),
+            ("advanced", "true" if self.advanced_box.isChecked() else "false"),
+        ):
+            config.set_training_value(self.settings, key, value)
 
     # --- values -------------------------------------------------------------------------
 
@@ -440,16 +756,19 @@ class TrainingForm(QWidget):
         )
 
     def remember(self) -> None:
-        """Save the choices for next time (when a run starts)."""
+        """Save the choices for next time, with the tiles and the run's folder (when a
+        run starts)."""
+        self.remember_settings()
         for key, value in (
             ("data", self.data_edit.text().strip()),
-            ("preset", self.preset_combo.currentText()),
-            ("device", self.device),
             ("last_run", self.out_folder),
         ):
             config.set_training_value(self.settings, key, value)
 
     def set_editable(self, on: bool) -> None:
+        self._editable = on
+        if not on:
+            self.stop_measuring()
         for w in (
             self.data_edit,
             self.data_folder_button,
@@ -495,6 +814,9 @@ class TrainingForm(QWidget):
         self.index = index
         self.dataset_ok = True
         counts = [int((index.labels == c).sum()) for c in range(len(index.class_folders))]
+        self._counts = counts
+        # Tiles that can be trained on: the ones to offer next time.
+        config.set_training_value(self.settings, "data", self.data_edit.text().strip())
         self.class_table.setRowCount(len(counts))
         for row, (folder, name, n) in enumerate(
             zip(index.class_folders, index.class_names, counts, strict=True)
@@ -513,9 +835,11 @@ class TrainingForm(QWidget):
             text += f" {len(index.skipped)} other file(s) will be left out."
         self._show_check(text, error=False, table=True)
         self.changed.emit()
+        if self.measure_speeds:
+            self._measure_timer.start()
 
     def _on_check_failed(self, job_id: int, failure: JobFailure) -> None:
-        self._show_check(failure.message, error=True)
+        self._show_check(sentence(failure.message), error=True)
         self.changed.emit()
 
     def _show_check(self, text: str, *, error: bool, table: bool = False) -> None:
@@ -569,7 +893,7 @@ class TrainingForm(QWidget):
 
     def _on_probe_failed(self, job_id: int, failure: JobFailure) -> None:
         self.earlier_run = None
-        self.run_problem = f"{failure.message}. Choose another folder."
+        self.run_problem = f"{sentence(failure.message)}. Choose another folder."
         self._show_run()
         self.changed.emit()
 
@@ -583,6 +907,13 @@ class TrainingForm(QWidget):
                 f"A finished run of {_epochs(run.epochs)} is in this folder. To extend it, "
                 f"set Epochs above {run.epochs} and press Extend; a new run needs another "
                 "folder."
+            )
+            self.run_label.setStyleSheet("font-weight: bold;")
+        elif run is not None and run.epoch == 0:
+            self.run_label.setText(
+                f"A run of {_epochs(run.epochs)} that was stopped before completing its first "
+                "epoch is in this folder: Resume starts it again from the first epoch with "
+                "its settings (a new run needs another folder)."
             )
             self.run_label.setStyleSheet("font-weight: bold;")
         elif run is not None:
@@ -613,8 +944,150 @@ class TrainingForm(QWidget):
         if path := QFileDialog.getExistingDirectory(self, "Output Folder", start):
             self.out_edit.setText(path)
 
+    # --- the time estimate --------------------------------------------------------------
+
+    def speed_key(self, cfg: TrainConfig) -> tuple | None:
+        """What the training speed depends on (None when the device does not exist)."""
+        from histoviewer.device import resolve_device
+
+        try:
+            device = resolve_device(cfg.device)
+        except HistoViewerError:
+            return None
+        return (cfg.arch, str(device), cfg.image_size, cfg.patch_size or 0, cfg.batch_size)
+
+    def known_speed(self, cfg: TrainConfig) -> Speed | None:
+        """The speed of ``cfg`` seen in a run or measured on this computer, if known."""
+        key = self.speed_key(cfg)
+        if key is None:
+            return None
+        if (speed := _SPEEDS.get(key)) is not None:
+            return speed
+        try:
+            train, evaluated = map(
+                float, config.training_value(self.settings, _speed_name(key)).split(",")
+            )
+        except ValueError:
+            return None
+        return Speed(train, evaluated, "run") if train > 0 and evaluated > 0 else None
+
+    def record_speed(self, cfg: TrainConfig, train: float, evaluated: float | None) -> None:
+        """Remember the speed a run of ``cfg`` trained (and validated) at on this computer."""
+        key = self.speed_key(cfg)
+        if key is None or not train or train <= 0:
+            return
+        evaluated = evaluated if evaluated and evaluated > 0 else train * EVAL_SPEEDUP
+        _SPEEDS[key] = Speed(train, evaluated, "run")
+        config.set_training_value(self.settings, _speed_name(key), f"{train!r},{evaluated!r}")
+        self._update_estimate()
+
+    def estimate(
+        self, cfg: TrainConfig | None = None, epochs: int | None = None
+    ) -> Estimate | None:
+        """About how long ``epochs`` epochs (default: all) of ``cfg`` (default: the form's
+        run) take on the tiles checked; None before they are, or for settings that cannot
+        work."""
+        from histoviewer.device import resolve_device
+
+        if not self.dataset_ok or not self._counts:
+            return None
+        try:
+            cfg = cfg or self.config()
+            device = resolve_device(cfg.device)
+        except HistoViewerError:
+            return None
+        speed = self.known_speed(cfg) or typical_speed(cfg.arch, device.type, cfg.image_size)
+        epochs = cfg.epochs if epochs is None else epochs
+        return Estimate.of(cfg, epochs, self._counts, speed, device_place(device))
+
+    def resume_config(self) -> TrainConfig:
+        """The run Resume continues: the earlier run's settings, on the form's device,
+        extended to the form's Epochs when it was finished (HistoViewerError if none)."""
+        run = self.earlier_run
+        if run is None:
+            raise HistoViewerError("there is no run to resume in the output folder")
+        cfg = TrainConfig.from_dict(run.config).replace(out=run.folder, device=self.device)
+        return cfg.replace(epochs=self.epochs) if run.finished else cfg
+
+    def resume_estimate(self) -> Estimate | None:
+        """About how long the epochs left to the run Resume continues take."""
+        run = self.earlier_run
+        if run is None:
+            return None
+        try:
+            cfg = self.resume_config()
+        except HistoViewerError:
+            return None
+        return self.estimate(cfg, max(0, cfg.epochs - run.epoch))
+
+    def _update_estimate(self) -> None:
+        label = self.estimate_label
+        resuming = self.earlier_run is not None
+        if resuming:
+            est = self.resume_estimate() if self.can_resume() else None
+        else:
+            est = self.estimate()
+        if est is None:
+            label.setText(
+                "How long the run takes is estimated once the tiles are checked."
+                if not self.dataset_ok
+                else ""
+            )
+            label.setVisible(bool(label.text()))
+            return
+        what = "Resuming: " + est.short[0].lower() + est.short[1:] if resuming else est.short
+        text = f"{what}: {est.work} ({est.basis})."
+        if self._measuring is not None and est.speed.basis == "typical":
+            text += " Measuring this computer's speed..."
+        label.setText(text)
+        label.setVisible(True)
+
+    def measure(self) -> None:
+        """Measure the training speed of the form's settings (a few batches on a worker
+        thread) unless it is known; the estimate then uses it."""
+        self._measure_timer.stop()
+        if not (self.measure_speeds and self._editable and self.dataset_ok):
+            return
+        try:
+            cfg = self.resume_config() if self.earlier_run is not None else self.config()
+        except HistoViewerError:
+            return
+        key = self.speed_key(cfg)
+        if key is None or key in _SPEEDS or self.known_speed(cfg) is not None:
+            return
+        if key == self._measuring and self._meter.is_busy():
+            return
+        self._measuring = key
+        self._meter.start(lambda ctx: measure_speed(cfg, ctx), "measure the training speed")
+        self._update_estimate()
+
+    def measuring(self) -> bool:
+        return self._meter.is_busy()
+
+    def stop_measuring(self) -> None:
+        """Stop a measurement and wait for it (at most one batch): a run must not share
+        the device, or the random state, with it."""
+        self._measure_timer.stop()
+        self._meter.shutdown()
+        self._measuring = None
+
+    def _on_measured(self, job_id: int, speed: Speed) -> None:
+        key, self._measuring = self._measuring, None
+        if key is not None:
+            _SPEEDS.setdefault(key, speed)
+        self._update_estimate()
+
+    def _on_measure_failed(self, job_id: int, failure: JobFailure) -> None:
+        key, self._measuring = self._measuring, None
+        log.info("the training speed could not be measured: %s", failure.message)
+        if key is not None:
+            _SPEEDS.setdefault(key, None)  # not again this session: typical speeds it is
+        self._update_estimate()
+
     def shutdown(self) -> None:
         self._check_timer.stop()
         self._probe_timer.stop()
+        self._measure_timer.stop()
         self._checker.shutdown()
         self._prober.shutdown()
+        self._meter.shutdown()

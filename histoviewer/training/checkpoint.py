@@ -9,7 +9,8 @@ counts and a fingerprint of the split), ``rng`` (torch, CUDA, Python and NumPy
 states), ``processes`` (how many torchrun processes trained it; rank 0 writes the file, with
 the bare network's weights, never DDP's "module."-prefixed ones) and ``extensions``
 (each time the run was extended to more epochs: ``from_epochs``, ``to_epochs``,
-``after_epoch``). Of ``scheduler`` only the step count (``last_epoch``) is used on
+``after_epoch``) and ``elapsed_s`` (wall-clock seconds of the run up to this checkpoint,
+in all its parts). Of ``scheduler`` only the step count (``last_epoch``) is used on
 resume: the rates are recomputed for the run's length (engine.make_scheduler).
 Written atomically: an interrupted write leaves the previous file intact.
 """

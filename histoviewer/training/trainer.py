@@ -105,7 +105,9 @@ class FitResult:
     ``scale``: the tiles' and the model's scale (see :func:`scale_summary`); ``notes``:
     sentences the user should read (an assumed scale, resized tiles); ``extensions``:
     each time the run was extended to more epochs, ``{"from_epochs", "to_epochs",
-    "after_epoch"}`` (also in last.pt and report.json as ``extended``).
+    "after_epoch"}`` (also in last.pt and report.json as ``extended``); ``elapsed_s``:
+    the run's wall-clock seconds in all its parts, those before the checkpoint it
+    resumed from (``elapsed_s`` in last.pt) included, reading the tiles and testing too.
     """
 
     out: Path
@@ -122,6 +124,7 @@ class FitResult:
     scale: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extensions: list[dict[str, int]] = field(default_factory=list)
+    elapsed_s: float = 0.0
 
     @property
     def best_path(self) -> Path:
@@ -232,6 +235,15 @@ class _Run:
         self.scale: dict[str, Any] = {}
         self.notes: list[str] = []
         self.extensions: list[dict[str, int]] = []
+        # Wall-clock time of the run: this part's, from here, plus the earlier parts' up
+        # to the checkpoint it resumes from (time spent on a cancelled, unsaved epoch is
+        # not in any checkpoint and is lost with that epoch).
+        self.started = time.monotonic()
+        self.earlier_seconds = 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.earlier_seconds + (time.monotonic() - self.started)
 
     def emit(self, kind: str, **values: Any) -> None:
         if self.progress is not None and self.dist.is_main:
@@ -282,7 +294,12 @@ class _Run:
                     ),
                 )
         except Cancelled:
-            return self._cancelled_result(0, None, dataset)
+            # A resumed run stopped while reading the tiles still has its checkpoint.
+            done = 0
+            if checkpoint is not None:
+                done = int(checkpoint["epoch"])
+                self.history = list(checkpoint["history"])
+            return self._cancelled_result(done, None, dataset)
         split = split_for(cfg, dataset)
         split_text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, split)
         self.scale = scale_summary(cfg, dataset)
@@ -329,6 +346,7 @@ class _Run:
                 scale=self.scale,
                 notes=self.notes,
                 extensions=self.extensions,
+                elapsed_s=self.elapsed_s,
             )
         try:
             return self._train(device, dataset, split, checkpoint)
@@ -364,6 +382,11 @@ class _Run:
         if self.config.mpp is None and stated is not None:
             self.config = self.config.replace(mpp=stated)
         self.extensions = [dict(e) for e in checkpoint.get("extensions", [])]
+        # Checkpoints from before elapsed_s was stored: their epochs' own seconds.
+        earlier = checkpoint.get("elapsed_s")
+        if earlier is None:
+            earlier = sum(float(h.get("seconds", 0.0)) for h in checkpoint.get("history", []))
+        self.earlier_seconds = float(earlier)
         if extend:
             done = int(checkpoint["epoch"])
             self.config = self.config.replace(epochs=wanted)
@@ -600,6 +623,7 @@ class _Run:
                 "rng": rng_state(),
                 "processes": self.dist.world_size,
                 "extensions": self.extensions,
+                "elapsed_s": self.elapsed_s,
             },
         )
 
@@ -637,6 +661,7 @@ class _Run:
             scale=self.scale,
             notes=self.notes,
             extensions=self.extensions,
+            elapsed_s=self.elapsed_s,
         )
 
     def _test_and_report(
@@ -696,6 +721,8 @@ class _Run:
                 "eval_images_per_s": test.images_per_s,
                 "train_seconds": float(sum(h["seconds"] for h in self.history)),
                 "test_seconds": test.seconds,
+                # All the run's parts (resumed ones too), reading the tiles included.
+                "elapsed_seconds": self.elapsed_s,
             },
             "device": _device_name(device),
             "processes": self.dist.world_size,
@@ -732,12 +759,17 @@ class _Run:
     def _cancelled_result(
         self, epochs_done: int, split: Split | None, dataset: TileDataset | None
     ) -> FitResult:
-        self.emit(
-            "cancelled",
-            epoch=epochs_done,
-            history=list(self.history),
-            message=f"cancelled; resume from {self.out / LAST_FILE}",
-        )
+        last = self.out / LAST_FILE
+        if epochs_done:
+            message = f"{last} holds epoch {epochs_done}; resuming continues after it"
+        elif last.is_file():
+            message = (
+                f"no epoch was completed; resuming from {last} starts again at the first "
+                "epoch with the same settings"
+            )
+        else:
+            message = "no epoch was completed and nothing was saved; a new run starts afresh"
+        self.emit("cancelled", epoch=epochs_done, history=list(self.history), message=message)
         return FitResult(
             self.out,
             self.config,
@@ -751,6 +783,7 @@ class _Run:
             scale=self.scale,
             notes=self.notes,
             extensions=self.extensions,
+            elapsed_s=self.elapsed_s,
         )
 
 

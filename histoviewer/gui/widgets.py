@@ -1,0 +1,56 @@
+"""Small widget helpers shared by the dialogs.
+
+:func:`guard_wheel` stops the mouse wheel from changing spin boxes and combo boxes
+that the pointer merely passes over while a form is scrolled: only a field with
+keyboard focus (clicked or tabbed into) takes the wheel; otherwise the wheel goes on
+to the scroll area around it, as in Firefox's and Qt Creator's settings pages.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QWidget
+
+#: The fields the wheel would change (spin boxes of every kind, combo boxes).
+WHEEL_FIELDS = (QAbstractSpinBox, QComboBox)
+
+
+class WheelGuard(QObject):
+    """An event filter that hands wheel events over unfocused fields to their parents."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.Type.Wheel
+            and isinstance(watched, WHEEL_FIELDS)
+            and not watched.hasFocus()
+        ):
+            # Not accepted: Qt offers a (real, spontaneous) wheel event to the parents
+            # next, so the scroll area around the form scrolls instead.
+            event.ignore()
+            return True
+        return super().eventFilter(watched, event)
+
+
+def guard_wheel(root: QWidget) -> WheelGuard:
+    """Let the wheel change only focused spin and combo boxes in ``root`` (and ``root``
+    itself when it is one): each gets Qt.StrongFocus (the wheel no longer gives it focus)
+    and a :class:`WheelGuard`, which lives as long as ``root``. Call it after the fields
+    are created; fields added later need another call."""
+    guard = root.findChild(WheelGuard, "wheel_guard", Qt.FindChildOption.FindDirectChildrenOnly)
+    if guard is None:
+        guard = WheelGuard(root)
+        guard.setObjectName("wheel_guard")
+    fields = [w for kind in WHEEL_FIELDS for w in root.findChildren(kind)]
+    if isinstance(root, WHEEL_FIELDS):
+        fields.append(root)
+    for field in fields:
+        field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        # Installing the same filter twice is harmless: Qt keeps it once.
+        field.installEventFilter(guard)
+    return guard
+
+
+def sentence(text: str) -> str:
+    """``text`` with a capital first letter (error messages of the library start in
+    lower case, to fit after "cannot ...: "; shown on their own they are sentences)."""
+    return text[:1].upper() + text[1:] if text[:1].islower() else text
