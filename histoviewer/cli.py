@@ -1,15 +1,19 @@
 """The `histoviewer` command: the GUI by default, and headless subcommands.
 
-    histoviewer [SLIDE]                  open the viewer (optionally on a slide)
-    histoviewer gui [SLIDE]              the same
-    histoviewer info SLIDE               format, levels, sizes, um/px
+    histoviewer [SLIDE] [--model M]      open the viewer (optionally on a slide, a model)
+    histoviewer gui [SLIDE] [--model M]  the same
+    histoviewer info SLIDE               format, levels, sizes, µm/px
     histoviewer map SLIDE... --out DIR   tissue maps and exports
     histoviewer train DATA --out DIR     fit a model on labelled tiles
     histoviewer evaluate MODEL DATA      test metrics of a model
     histoviewer benchmark                engine vs recipe-style baseline
 
-Errors caused by the input (HistoViewerError) are printed as one line on
-stderr with exit status 1; usage errors exit with status 2.
+Exit status: 0 on success; 1 for an error caused by the input (HistoViewerError), by
+the system (OSError) or by a bug, each printed as one line on stderr (``--debug``
+shows the traceback of the latter two), and for a viewer that cannot start (no
+display, Qt's X11 libraries missing); 2 for a usage error found by argparse (an
+unknown option, a missing or malformed argument), printed with the usage; 130 after
+Ctrl-C; 141 when the reader of the output went away (a closed pipe).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="histoviewer",
         description="Map tissue types across whole H&E histology slides.",
         epilog="Run 'histoviewer COMMAND --help' for the options of a command. "
-        "With no command, the viewer opens.",
+        "With no command, the viewer opens: 'histoviewer [SLIDE] [--model MODEL]' is "
+        "short for 'histoviewer gui [SLIDE] [--model MODEL]'.",
     )
     parser.add_argument("--version", action="version", version=f"histoviewer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -43,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    gui = sub.add_parser("gui", help="open the viewer (the default)")
-    gui.add_argument("slide", nargs="?", help="a slide to open")
+    gui = sub.add_parser(
+        "gui", help="open the viewer (the default)", description="Open the HistoViewer window."
+    )
+    add_gui_arguments(gui)
     gui.set_defaults(func=_run_gui)
 
     from histoviewer.mapping import commands as mapping_commands
@@ -55,25 +62,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the viewer: ``histoviewer gui`` here and gui/app.py's parser."""
+    parser.add_argument("slide", nargs="?", help="a slide to open")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="a model file (.safetensors, .pth.tar, last.pt) or model folder to load "
+        "(instead of the one used last time)",
+    )
+
+
+def gui_argv(args: argparse.Namespace) -> list[str]:
+    """The viewer's arguments from parsed ones, for gui/app.py's ``main``."""
+    argv = [f"--model={args.model}"] if args.model else []
+    if args.slide:
+        argv += ["--", args.slide]  # "--": a slide named "-x.tif" is not an option
+    return argv
+
+
 def _run_gui(args: argparse.Namespace) -> int:
     try:
         from histoviewer.gui.app import main as gui_main
     except ImportError as exc:
         raise HistoViewerError(f"the viewer cannot start: {exc} (is PySide6 installed?)") from None
-    return gui_main([args.slide] if args.slide else [])
+    return gui_main(gui_argv(args))
+
+
+#: The options of the top-level parser; any other word, option or not, starts the command.
+_TOP_LEVEL_OPTIONS = ("-h", "--help", "--version", "-v", "--verbose", "-q", "--quiet", "--debug")
+
+
+def _is_top_level_option(arg: str) -> bool:
+    if arg in _TOP_LEVEL_OPTIONS:
+        return True
+    if arg.startswith("--"):  # argparse also takes a unique prefix: --verb
+        return len(arg) > 2 and any(
+            o.startswith(arg) for o in _TOP_LEVEL_OPTIONS if o.startswith("--")
+        )
+    short_flags = {o[1] for o in _TOP_LEVEL_OPTIONS if len(o) == 2}
+    return arg.startswith("-") and len(arg) > 2 and set(arg[1:]) <= short_flags  # -vq
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
-    """`histoviewer SLIDE` is short for `histoviewer gui SLIDE`."""
-    options = [a for a in argv if a.startswith("-")]
-    positional = [a for a in argv if not a.startswith("-")]
-    if not positional:
-        if any(o in ("-h", "--help", "--version") for o in options):
-            return argv
-        return [*argv, "gui"]
-    if positional[0] not in SUBCOMMANDS:
-        return [*options, "gui", *positional]
-    return argv
+    """`histoviewer SLIDE [--model M]` is short for `histoviewer gui SLIDE [--model M]`.
+
+    The first word that is not a top-level option decides: a subcommand keeps the
+    arguments as they are; anything else (a slide, ``--model``) goes to ``gui``, with
+    the top-level options (``-v``, ``--help``, ...) moved before it, wherever they
+    were (up to a ``--``, after which every word is the slide).
+    """
+    options: list[str] = []
+    rest: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest += argv[i:]
+            break
+        (options if _is_top_level_option(arg) else rest).append(arg)
+    if rest[:1] and rest[0] in SUBCOMMANDS:
+        return argv
+    if not rest and any(o in ("-h", "--help", "--version") for o in options):
+        return argv
+    return [*options, "gui", *rest]
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:

@@ -1,6 +1,8 @@
 """The top-level command: dispatch, one-line errors, exit codes."""
 
+import io
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -40,10 +42,59 @@ def test_version_and_help(capsys):
         (["gui", "slide.svs"], ["gui", "slide.svs"]),
         (["map", "a.tif", "--out", "o"], ["map", "a.tif", "--out", "o"]),
         (["--help"], ["--help"]),
+        # The viewer's own options go to it, not to the top-level parser.
+        (["slide.svs", "--model", "m.pt"], ["gui", "slide.svs", "--model", "m.pt"]),
+        (["--model", "m.pt", "slide.svs"], ["gui", "--model", "m.pt", "slide.svs"]),
+        (["--model=m.pt"], ["gui", "--model=m.pt"]),
+        (["slide.svs", "-v"], ["-v", "gui", "slide.svs"]),
+        (["-vq", "--model", "m.pt"], ["-vq", "gui", "--model", "m.pt"]),
+        (["gui", "slide.svs", "--model", "m.pt"], ["gui", "slide.svs", "--model", "m.pt"]),
+        (["-v", "map", "a.tif"], ["-v", "map", "a.tif"]),
+        (["--", "-odd.svs"], ["gui", "--", "-odd.svs"]),
     ],
 )
 def test_a_bare_slide_opens_the_viewer(argv, expected):
     assert cli._normalise_argv(argv) == expected
+
+
+def test_the_top_level_options_are_the_parsers():
+    options = {o for a in cli.build_parser()._actions for o in a.option_strings}
+    assert options == set(cli._TOP_LEVEL_OPTIONS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["s.tif", "--model", "m.pt"],
+        ["gui", "s.tif", "--model", "m.pt"],
+        ["--model", "m.pt", "s.tif"],
+        ["-v", "gui", "--model=m.pt", "s.tif"],
+    ],
+)
+def test_both_forms_take_a_model_for_the_viewer(argv):
+    args = cli.build_parser().parse_args(cli._normalise_argv(argv))
+    assert (args.command, args.slide, args.model) == ("gui", "s.tif", "m.pt")
+    # What gui/app.py's main is given (its parser uses the same add_gui_arguments).
+    assert cli.gui_argv(args) == ["--model=m.pt", "--", "s.tif"]
+
+
+def test_the_viewers_arguments_survive_odd_names():
+    args = cli.build_parser().parse_args(["gui", "--model=-m.pt", "--", "-s.tif"])
+    assert (args.slide, args.model) == ("-s.tif", "-m.pt")
+    assert cli.gui_argv(args) == ["--model=-m.pt", "--", "-s.tif"]
+    none = cli.build_parser().parse_args(["gui"])
+    assert cli.gui_argv(none) == []
+
+
+def test_help_names_the_model_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "[SLIDE] [--model MODEL]" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["gui", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model MODEL" in out and "slide" in out
 
 
 def test_info_prints_the_slide_geometry(capsys, tmp_path):
@@ -165,3 +216,27 @@ def test_tifffiles_own_warnings_do_not_reach_the_terminal(tmp_path):
     assert proc.returncode == 0, err
     assert "256 x 256" in out
     assert "invalid page offset" not in err and "tifffile" not in err.lower()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_map_bar_counts_whole_patches_with_the_engines_rate(monkeypatch):
+    from histoviewer.mapping.commands import _ProgressReporter
+    from histoviewer.mapping.engine import MapProgress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    # A partial map being continued: 400 of 1000 patches were done before this run.
+    with _ProgressReporter("s.tif") as reporter:
+        for done in (400, 600, 900):
+            reporter(MapProgress(done, 1000, 50, 123.456, 2.0, 3.0))
+        shown = str(reporter.bar)  # the bar as tqdm draws it (it redraws at most every 0.1 s)
+    assert terminal.getvalue().startswith("\rs.tif:  40%|")
+    assert re.fullmatch(
+        r"s\.tif:  90%\|.*\| 900/1000 patches \[00:0\d, 123\.5 patches/s, 2 s left\]", shown
+    )
+    # tqdm's own rate, which counted the 400 earlier patches as done in no time, is gone.
+    assert "patch/s" not in terminal.getvalue() and "it/s" not in terminal.getvalue()

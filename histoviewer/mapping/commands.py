@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``info``, ``map`` and ``benchmark`` to the top-level parser's subcommands."""
     info = subparsers.add_parser(
         "info",
-        help="describe a slide: format, levels, sizes, um/px",
+        help="describe a slide: format, levels, sizes, µm/px",
         description="Print a slide's format, pyramid levels and sizes, and its scale in "
         "microns per pixel with where that value came from.",
     )
@@ -208,7 +208,7 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
             file=out,
         )
         note = f": {slide.mpp_note}" if slide.mpp_note else ""
-        print(f"resolution: {slide.mpp:.4g} um/px ({slide.mpp_source}{note})", file=out)
+        print(f"resolution: {slide.mpp:.4g} µm/px ({slide.mpp_source}{note})", file=out)
         print(f"levels:     {slide.level_count}", file=out)
         for i, ((lw, lh), ds) in enumerate(
             zip(slide.level_dimensions, slide.level_downsamples, strict=True)
@@ -219,7 +219,7 @@ def run_info(args: argparse.Namespace, out: TextIO | None = None) -> int:
             grid = make_grid(slide, info)
             print(
                 f"patches:    {grid.rows} x {grid.cols} = {grid.count} of "
-                f"{info.patch_microns:.2f} um ({grid.patch_size} px, read from level "
+                f"{info.patch_microns:.2f} µm ({grid.patch_size} px, read from level "
                 f"{grid.level}) at the default stride",
                 file=out,
             )
@@ -393,29 +393,33 @@ class _ProgressReporter:
         now = time.monotonic()
         if p.done == p.total or now - self.last >= self.every:
             self.last = now
-            eta = f", {p.eta:.0f} s left" if p.eta is not None and p.done < p.total else ""
             print(
                 f"{self.name}: {p.done}/{p.total} patches ({p.skipped} background), "
-                f"{p.rate:.1f} patches/s{eta}",
+                f"{_rate_and_eta(p)}",
                 file=sys.stderr,
                 flush=True,
             )
 
     def _tqdm(self, p) -> bool:
         if self.bar is None:
-            try:
-                from tqdm import tqdm
-            except ImportError:  # optional: plain lines instead
+            from histoviewer.tasks import count_bar
+
+            # initial: patches of a partial map being continued are not this run's work.
+            self.bar = count_bar(p.total, self.name, "patches", initial=p.done, leave=False)
+            if self.bar is None:  # no tqdm (optional): plain lines instead
                 return False
-            self.bar = tqdm(
-                total=p.total, desc=self.name, unit="patch", file=sys.stderr, leave=False
-            )
-        self.bar.update(p.done - self.bar.n)
+        self.bar.set_postfix_str(_rate_and_eta(p), refresh=False)
+        self.bar.update(int(p.done) - self.bar.n)
         return True
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _rate_and_eta(p) -> str:
+    eta = f", {p.eta:.0f} s left" if p.eta is not None and p.done < p.total else ""
+    return f"{p.rate:.1f} patches/s{eta}"
 
 
 # --- benchmark ---------------------------------------------------------------------------
@@ -466,7 +470,7 @@ def _mpp(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected microns per pixel, got {text!r}") from None
     if not plausible(value):
         raise argparse.ArgumentTypeError(
-            f"{text} um/px is not a slide scale (expected 0.05 to 40; 40x scans are about "
+            f"{text} µm/px is not a slide scale (expected 0.05 to 40; 40x scans are about "
             "0.25, 20x about 0.5)"
         )
     return value

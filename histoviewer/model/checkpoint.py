@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Header metadata key of the ModelInfo JSON in a safetensors file.
 METADATA_KEY = "histoviewer"
 
+# torch/_weights_only_unpickler.py's warning for a pickle protocol other than 2.
+_PICKLE_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
+
 # Prefixes that wrappers add to every key: DataParallel / DDP and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -150,13 +153,19 @@ def load_pickled(file: Path) -> Any:
     """``torch.load`` of ``file`` restricted to tensors and plain containers.
 
     The file is handed over open, so torch never picks a reader from its name (a
-    pickle named ``.safetensors`` is read as what it is), and torch's own warnings
-    stay out of the user's terminal. Raises ModelError: "``file`` refused: it contains
-    code ..." for a pickle of Python objects, "... is damaged or incomplete" otherwise.
+    pickle named ``.safetensors`` is read as what it is). Raises ModelError: "``file``
+    refused: it contains code ..." for a pickle of Python objects, "... is damaged or
+    incomplete" otherwise.
+
+    Files pickled with another protocol than torch.save's default (2), such as old
+    recipe ``.pth.tar`` checkpoints, make the weights-only unpickler warn "Detected
+    pickle protocol N in the checkpoint" on every load: a note for PyTorch's developers,
+    not for the user, and the load stays weights-only. That warning, and only that one,
+    is kept out of the user's terminal.
     """
     try:
         with open(file, "rb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message=_PICKLE_PROTOCOL_WARNING)
             return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower() and not _truncated_message(exc):

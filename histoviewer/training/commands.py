@@ -21,11 +21,12 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.slide.mpp import plausible
-from histoviewer.tasks import CancelToken, format_duration
+from histoviewer.tasks import CancelToken, count_bar, format_duration
 from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
 from histoviewer.training.split import SPLITS
 
@@ -214,8 +215,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = result.out
     if result.cancelled:
         print(
-            f"stopped after epoch {result.epochs_done} of {result.config.epochs}; continue "
-            f"with: histoviewer train {config.data} --out {out} --resume",
+            stopped_text(result.epochs_done, result.config.epochs, config.data, out),
             file=sys.stderr,
         )
         return 130
@@ -305,26 +305,23 @@ class _ProgressBar:
             key = (event.phase, event.epoch)
             if key != self.key:
                 self.close()
-                try:
-                    from tqdm import tqdm
-                except ImportError:  # not a hard dependency: epoch lines still print
-                    return
-
-                desc = (
-                    "loading"
-                    if event.phase == "load"
-                    else (f"epoch {event.epoch}/{event.epochs} {event.phase}")
-                )
-                self.bar = tqdm(
-                    total=event.batches,
-                    desc=desc,
-                    file=sys.stderr,
+                if event.phase == "load":
+                    desc, noun = "loading", "tiles"
+                else:
+                    desc, noun = f"epoch {event.epoch}/{event.epochs} {event.phase}", "batches"
+                # Created at the first report, after the first chunk or batch is done.
+                self.bar = count_bar(
+                    event.batches,
+                    desc,
+                    noun,
+                    initial=event.batch,
                     leave=event.phase != "val",
-                    dynamic_ncols=True,
-                    unit="img" if event.phase == "load" else "batch",
+                    remaining=event.phase == "load",
                 )
                 self.key = key
-            self.bar.n = event.batch
+            if self.bar is None:  # no tqdm (optional): the epoch lines still print
+                return
+            self.bar.n = int(event.batch)
             if event.kind == "batch":
                 post = {
                     "loss": f"{event.loss:.4f}",
@@ -349,3 +346,15 @@ class _ProgressBar:
             self.bar.close()
             self.bar = None
             self.key = None
+
+
+def stopped_text(epochs_done: int, epochs: int, data: object, out: Path) -> str:
+    """What to tell the user whose training run was stopped (Ctrl-C), and how to go on."""
+    from histoviewer.training.checkpoint import LAST_FILE
+
+    resume = f"histoviewer train {data} --out {out} --resume"
+    if epochs_done:
+        return f"stopped after epoch {epochs_done} of {epochs}; continue with: {resume}"
+    if (Path(out) / LAST_FILE).is_file():
+        return f"stopped before the first epoch ended; start it again with: {resume}"
+    return "stopped before anything was saved; run the same command to start again"

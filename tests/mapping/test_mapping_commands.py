@@ -46,7 +46,7 @@ def test_info_describes_the_slide(big_slide, capsys):
     out = capsys.readouterr().out
     assert "TIFF (strips)" in out
     assert "5000 x 5000 px" in out and "2.48 x 2.48 mm" in out
-    assert "0.495 um/px" in out
+    assert "0.495 µm/px" in out
     assert "level 0: 5000 x 5000 px" in out
     assert "34 x 34 = 1156" in out  # edges included: the last row and column shifted
 
@@ -88,7 +88,7 @@ def test_map_writes_every_export(big_slide, recipe_checkpoint, tmp_path, capsys)
     header = [line for line in lines if line.startswith("#")]
     rows = list(csv.reader(line for line in lines if not line.startswith("#")))
     assert len(rows) == 1 + 9 and rows[0][7:] == tmap.class_names
-    assert "# scale: 0.495 um/px (NDPI/TIFF resolution)" in header
+    assert "# scale: 0.495 µm/px (NDPI/TIFF resolution)" in header
     features = json.loads((out / f"{stem}.geojson").read_text())["features"]
     assert len(features) == tmap.classified_count
     assert Image.open(out / f"{stem}.png").size == (3 * 32, 3 * 32)
@@ -263,12 +263,12 @@ def test_info_says_why_a_scale_is_assumed_and_takes_mpp(unscaled_slide, capsys):
     args = parse(["info", str(unscaled_slide)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "0.495 um/px (assumed: its file's 25400 µm/px (NDPI/TIFF resolution)" in out
+    assert "0.495 µm/px (assumed: its file's 25400 µm/px (NDPI/TIFF resolution)" in out
     assert "warning:    Its scale is assumed" in out
     args = parse(["info", str(unscaled_slide), "--mpp", "0.25"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "resolution: 0.25 um/px (given with --mpp)" in out
+    assert "resolution: 0.25 µm/px (given with --mpp)" in out
     assert "1280 x 960 px" not in out and "0.16 x 0.12 mm" in out  # 640 px * 0.25 um
     assert "warning" not in out and "looks like brightfield H&E" in out
 
@@ -288,7 +288,7 @@ def test_map_records_the_scale_and_warns_once_per_slide(unscaled_slide, tiny_mod
     geojson = json.loads((out / "unscaled.geojson").read_text())
     assert geojson["histoviewer"]["scale"]["assumed"] is True
     header = [x for x in (out / "unscaled.csv").read_text().splitlines() if x.startswith("#")]
-    assert any(x.startswith("# scale: 0.495 um/px (assumed) - ASSUMED") for x in header)
+    assert any(x.startswith("# scale: 0.495 µm/px (assumed) - ASSUMED") for x in header)
     assert any(x.startswith("# warning: Its scale is assumed") for x in header)
 
     # Given the true scale, the patches cover the same microns: twice the pixels.

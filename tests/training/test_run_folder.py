@@ -147,3 +147,20 @@ def test_the_estimate_follows_the_network_and_the_optimiser(tmp_path):
         optimizer="sgd"
     )
     assert need(epochs=0) < 10e6  # only split.csv
+
+
+def test_a_stopped_run_says_how_to_go_on(tmp_path):
+    from histoviewer.training.checkpoint import LAST_FILE
+    from histoviewer.training.commands import stopped_text
+
+    out = tmp_path / "run"
+    out.mkdir()
+    assert stopped_text(0, 15, "tiles", out) == (
+        "stopped before anything was saved; run the same command to start again"
+    )
+    (out / LAST_FILE).write_bytes(b"epoch 0")
+    first = stopped_text(0, 15, "tiles", out)
+    assert first.startswith("stopped before the first epoch ended") and "--resume" in first
+    later = stopped_text(3, 15, "tiles", out)
+    assert later.startswith("stopped after epoch 3 of 15;")
+    assert later.endswith(f"histoviewer train tiles --out {out} --resume")
