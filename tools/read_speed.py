@@ -1,6 +1,6 @@
 """Patch reading speed: HistoViewer's reader against OpenSlide on the same file.
 
-Reads every 150 px patch of the mapping grid (model scale 0.495 um/px) of a slide, one
+Reads every 150 px patch of the mapping grid (model scale 0.495 µm/px) of a slide, one
 read_region per patch, with HistoViewer's own reader and with openslide-python, in the
 same process, alternating rounds; prints the median patches/s of each and the ratio,
 cold (a newly opened slide each round: every tile decoded) and warm (the same open

@@ -1,8 +1,8 @@
 """Scale parity: does a 40x scan map like a 20x scan of the same tissue?
 
-For each sharp source at 0.2475 um/px (the synthetic H&E renderer sampled at twice
-the Kather resolution, and any slides given, declared at 0.2475 um/px), an
-antialiased 2x-downsampled copy at 0.495 um/px stands for a 20x scan of the same
+For each sharp source at 0.2475 µm/px (the synthetic H&E renderer sampled at twice
+the Kather resolution, and any slides given, declared at 0.2475 µm/px), an
+antialiased 2x-downsampled copy at 0.495 µm/px stands for a 20x scan of the same
 tissue. Both are mapped with the same model through the real engine; printed per
 source: how close the network inputs of corresponding patches are, and how many
 patches get the same class, beside what resizing the 40x patches straight to the
@@ -40,7 +40,7 @@ FILTERS = {
 
 
 def pair(sharp: np.ndarray, copy_filter: str = "box") -> tuple[ArraySlide, ArraySlide]:
-    """The sharp image at 0.2475 um/px and its antialiased half-size copy at 0.495,
+    """The sharp image at 0.2475 µm/px and its antialiased half-size copy at 0.495,
     reduced with PIL's ``copy_filter`` (box: the mean of each 2 x 2 block)."""
     h, w = sharp.shape[0] // 2 * 2, sharp.shape[1] // 2 * 2
     half = Image.fromarray(sharp[:h, :w]).resize((w // 2, h // 2), FILTERS[copy_filter])
@@ -88,7 +88,7 @@ def compare(name: str, sharp_slide, coarse_slide, clf) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("slides", nargs="*", help="sharp slides, read as 0.2475 um/px")
+    parser.add_argument("slides", nargs="*", help="sharp slides, read as 0.2475 µm/px")
     parser.add_argument("--size", type=int, default=3000, help="synthetic slide side (px)")
     parser.add_argument(
         "--copy-filter",

@@ -1,7 +1,7 @@
 """Try the viewer with no data and no model: ``python -m histoviewer.gui.demo``.
 
 Writes a synthetic H&E-like slide (an uncompressed strip TIFF like the Kather
-CRC-Prim-HE slides, 5000 x 5000 px at 0.495 um/px), builds a small randomly
+CRC-Prim-HE slides, 5000 x 5000 px at 0.495 µm/px), builds a small randomly
 initialised classifier, opens both in the main window and maps the slide.
 The map is meaningless (the model is untrained) but every part of the app works
 on it. ``--screenshot PATH`` also selects a patch, saves a picture of the window

@@ -4,7 +4,7 @@ A map is only as good as the match between the slide and what the model was trai
 on. Three things can silently spoil it, and each gives a :class:`SlideWarning`:
 
 - ``scale-assumed``: the slide's file says nothing usable about its microns per
-  pixel, so the patch size (and every area) rests on the assumed 0.495 um/px;
+  pixel, so the patch size (and every area) rests on the assumed 0.495 µm/px;
 - ``scale-coarse``: the slide is more than 1.5 times coarser than the model's tiles:
   the detail the model relies on (nuclei, fibres) is gone;
 - ``stain``: the slide does not look like brightfield H&E (fluorescence, greyscale,

@@ -237,7 +237,7 @@ def header_lines(tmap: TissueMap) -> list[str]:
     source = scale["source"] or "unknown source"
     lines = [
         f"HistoViewer tissue map of {info['slide'] or 'an in-memory slide'}",
-        f"scale: {scale['mpp']:g} um/px ({source})"
+        f"scale: {scale['mpp']:g} µm/px ({source})"
         + (
             " - ASSUMED: no scale in the slide's metadata; areas and sizes rest on it"
             if scale["assumed"]
@@ -245,7 +245,7 @@ def header_lines(tmap: TissueMap) -> list[str]:
         ),
         f"model: {model['name']} (fingerprint {str(model['fingerprint'])[:12]})"
         + (
-            f", patches of {model['patch_size_px']} px at {model['mpp']:g} um/px"
+            f", patches of {model['patch_size_px']} px at {model['mpp']:g} µm/px"
             if model["patch_size_px"] and model["mpp"]
             else ""
         ),
@@ -301,7 +301,7 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
 def summarize(tmap: TissueMap) -> dict[str, Any]:
     """Class counts, fractions of the classified tissue and areas in mm2, plus provenance.
 
-    ``scale`` records the slide's um/px and where it came from (``assumed`` True when
+    ``scale`` records the slide's µm/px and where it came from (``assumed`` True when
     nothing in the slide said it: every area then rests on a guess).
     """
     counts = tmap.counts()

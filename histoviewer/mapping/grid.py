@@ -1,7 +1,7 @@
 """The patch grid: where on a slide each patch of a tissue map lies.
 
 A model sees patches of ``info.patch_size`` pixels at ``info.mpp`` microns per pixel
-(150 px at 0.495 um/px in the recipe). On a slide of another resolution the patch
+(150 px at 0.495 µm/px in the recipe). On a slide of another resolution the patch
 covers the same microns, so its size in level-0 pixels is
 ``info.patch_size * info.mpp / slide.mpp``. It is read from the pyramid level closest
 to the model's resolution (never coarser), and the preprocessing brings it to the
@@ -188,9 +188,9 @@ def make_grid(slide: SlideReader, info: ModelInfo, stride: int | None = None) ->
         name = slide.path.name if getattr(slide, "path", None) else "the slide"
         raise SlideError(
             f"{name} is too small to map: it is {width} x {height} px "
-            f"({width * slide.mpp:.0f} x {height * slide.mpp:.0f} um at {slide.mpp:g} um/px) "
+            f"({width * slide.mpp:.0f} x {height * slide.mpp:.0f} µm at {slide.mpp:g} µm/px) "
             f"but one patch is {patch} x {patch} px "
-            f"({info.patch_size * info.mpp:.0f} x {info.patch_size * info.mpp:.0f} um)"
+            f"({info.patch_size * info.mpp:.0f} x {info.patch_size * info.mpp:.0f} µm)"
         )
     cols = patches_across(width, patch, step)
     rows = patches_across(height, patch, step)

@@ -15,7 +15,7 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
     uint8 is a quarter of the bytes of float32).
 
     Images are first brought to the model's own patch scale, ``info.patch_size``
-    pixels (a 297 px patch of a 0.25 um/px slide becomes the 150 px a 0.495 um/px
+    pixels (a 297 px patch of a 0.25 µm/px slide becomes the 150 px a 0.495 µm/px
     model was trained on): larger ones by area averaging, each new pixel the mean of
     the pixels it covers (what a coarser scanner's sensor pixel records), smaller
     ones by bilinear interpolation; only then are they resized to ``S`` exactly as

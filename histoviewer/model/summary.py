@@ -33,7 +33,7 @@ def model_info_summary(model: Classifier | ModelInfo) -> str:
     classes = ", ".join(f"{n} ({labels[n]})" if n in labels else n for n in info.class_names)
     lines.append(f"Classes ({info.num_classes}): {classes}")
     lines.append(
-        f"Patch: {info.patch_size} px at {info.mpp:g} um/px ({info.patch_microns:.1f} um), "
+        f"Patch: {info.patch_size} px at {info.mpp:g} µm/px ({info.patch_microns:.1f} µm), "
         f"resized to {info.input_size} x {info.input_size} px"
     )
     lines.append("Normalisation: mean " + _triple(info.mean) + ", std " + _triple(info.std))

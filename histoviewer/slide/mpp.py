@@ -20,9 +20,9 @@ GIVEN = "given"
 GIVEN_CLI = "given with --mpp"
 GIVEN_VIEWER = "set in the viewer"
 
-# A microscope scan lies between ~0.05 um/px (100x oil) and a few tens of um/px
+# A microscope scan lies between ~0.05 µm/px (100x oil) and a few tens of µm/px
 # (a low-power overview). Software defaults such as 72, 96 or 300 dpi give
-# 85-350 um/px and mean "nobody set it".
+# 85-350 µm/px and mean "nobody set it".
 _PLAUSIBLE = (0.05, 40.0)
 
 _UM_PER_UNIT = {
@@ -79,7 +79,7 @@ def choose_mpp(path: Path | None, candidates: list[tuple[float | None, str]]) ->
         if plausible(value):
             return float(value), source
     logger.info(
-        "%s: %s; assuming %g um/px (the Kather 2016 scale)",
+        "%s: %s; assuming %g µm/px (the Kather 2016 scale)",
         path or "image",
         assumed_because(candidates),
         DEFAULT_MPP,

@@ -16,7 +16,7 @@ import numpy as np
 # typical H&E scans: stroma ~ (235, 160, 200), nuclei ~ (90, 60, 150)).
 _OD_EOSIN = np.array([0.16, 0.95, 0.45], np.float32)
 _OD_HAEMATOXYLIN = np.array([0.85, 1.00, 0.28], np.float32)
-_CELL = 18.0  # nucleus grid spacing in level-0 pixels (~9 um at 0.495 um/px)
+_CELL = 18.0  # nucleus grid spacing in level-0 pixels (~9 µm at 0.495 µm/px)
 _BAND_ROWS = 256  # rows made at a time, bounding temporary memory
 
 

@@ -66,7 +66,7 @@ def test_csv_has_a_row_per_patch_and_a_column_per_class(tmp_path):
         lines = fh.read().splitlines()
     header = [line for line in lines if line.startswith("#")]
     assert header[0] == "# HistoViewer tissue map of /x/slide.tif"
-    assert header[1] == "# scale: 0.5 um/px (given)"
+    assert header[1] == "# scale: 0.5 µm/px (given)"
     assert header[2].startswith("# model: m (fingerprint abababababab)")
     rows = list(csv.reader(lines[len(header) :]))
     assert rows[0] == ["row", "col", "x", "y", "width", "height", "class", *NAMES]

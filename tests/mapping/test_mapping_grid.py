@@ -126,7 +126,7 @@ def test_slide_smaller_than_a_patch_names_both_sizes():
         make_grid(slide, INFO)
     message = str(info.value)
     assert "120 x 100 px" in message and "150 x 150 px" in message
-    assert "59 x 50 um" in message and "74 x 74 um" in message
+    assert "59 x 50 µm" in message and "74 x 74 µm" in message
 
 
 @pytest.mark.parametrize("stride", [150, 75, 40])

@@ -100,7 +100,7 @@ def test_summary_lists_what_the_user_must_know(small_info):
     assert "Model: tiny" in text
     assert "ResNet-18" in text
     assert "Classes (8): tumor (Tumour epithelium), stroma" in text
-    assert "150 px at 0.495 um/px (74.2 um)" in text
+    assert "150 px at 0.495 µm/px (74.2 µm)" in text
     assert "32 x 32" in text
     assert "dataset kather2016" in text and "epochs 2" in text
     assert "accuracy 0.5" in text and "macro_f1 0.25" in text
