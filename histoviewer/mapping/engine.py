@@ -90,6 +90,14 @@ class BatchResult:
     probs: np.ndarray
 
 
+@dataclass(frozen=True)
+class BackgroundFound:
+    """Patches found to be empty glass (``rows[i]``, ``cols[i]``): never classified."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+
+
 def map_slide(
     slide,
     classifier: Classifier,
@@ -101,6 +109,7 @@ def map_slide(
     progress: Callable[[MapProgress], None] | None = None,
     cancel: CancelToken | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    on_background: Callable[[BackgroundFound], None] | None = None,
     precision: str = "auto",
     min_tissue: float = DEFAULT_MIN_TISSUE,
     max_patches: int | None = None,
@@ -131,6 +140,8 @@ def map_slide(
     ``progress`` is called before the first batch and after every batch,
     ``on_batch`` after every batch, both on the calling thread. On a CPU batches are
     sized to take about a second (the first few hold 4 patches), so both come often.
+    ``on_background`` is called once, before the first batch, with the patches found
+    to be glass (not when none are).
     ``MapProgress.done`` and ``total`` include the patches ``resume`` had classified
     in the job's scope. When ``cancel`` is cancelled the map computed so far is
     returned with ``complete == False``.
@@ -171,8 +182,11 @@ def map_slide(
         tmap.complete = not np.any(tmap.state == PENDING)
         return tmap
     if skip_background:
-        glass = background_patches(slide, grid, min_tissue=min_tissue)
-        tmap.state[glass & (tmap.state == PENDING)] = BACKGROUND
+        glass = background_patches(slide, grid, min_tissue=min_tissue) & (tmap.state == PENDING)
+        tmap.state[glass] = BACKGROUND
+        if on_background is not None and glass.any():
+            rows, cols = np.nonzero(glass)
+            on_background(BackgroundFound(rows, cols))
     todo = scope & (tmap.state == PENDING)
     if max_patches is not None:
         keep = np.flatnonzero(todo)[: max(0, max_patches)]

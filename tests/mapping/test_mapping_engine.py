@@ -12,7 +12,13 @@ from mapping_support import PyramidSlide, RecordingSlide, glass, he_texture, tin
 from torch import nn
 
 from histoviewer.errors import DeviceError, SlideError
-from histoviewer.mapping.engine import BatchResult, MapProgress, map_slide, slide_identity
+from histoviewer.mapping.engine import (
+    BackgroundFound,
+    BatchResult,
+    MapProgress,
+    map_slide,
+    slide_identity,
+)
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, PENDING
 from histoviewer.model import Classifier
 from histoviewer.slide import ArraySlide
@@ -101,6 +107,7 @@ def test_background_is_skipped_marked_and_never_read(classifier):
     slide = slide_with_glass()
     progress: list[MapProgress] = []
     batches: list[BatchResult] = []
+    found: list[BackgroundFound] = []
     tmap = map_slide(
         slide,
         classifier,
@@ -108,12 +115,18 @@ def test_background_is_skipped_marked_and_never_read(classifier):
         precision="fp32",
         progress=progress.append,
         on_batch=batches.append,
+        on_background=found.append,
     )
     assert (tmap.rows, tmap.cols) == (4, 5)
     tissue = np.zeros((4, 5), bool)
     tissue[:, :2] = True
     tissue[1, 4] = True
     assert (tmap.state == np.where(tissue, CLASSIFIED, BACKGROUND)).all()
+    # The glass is told once, so that a live map shows it while the tissue is classified.
+    (glass_found,) = found
+    told = np.zeros_like(tissue)
+    told[glass_found.rows, glass_found.cols] = True
+    np.testing.assert_array_equal(told, ~tissue)
     assert np.isnan(tmap.probs[~tissue]).all() and not np.isnan(tmap.probs[tissue]).any()
     assert tmap.complete and tmap.background_count == 11
     # Patch reads (150 px high) never touch a background patch.
