@@ -123,7 +123,7 @@ def main() -> int:
     painted: list[float] = []
 
     def on_batch(job_id, batch) -> None:
-        if painted:
+        if painted or not hasattr(batch, "probs"):  # the glass found first is not painted
             return
         for r, c in zip(batch.rows.tolist(), batch.cols.tolist(), strict=True):
             x, y, w, h = window.tissue_map.patch_box(r, c)

@@ -3,13 +3,13 @@
 :func:`build_actions` creates every ``QAction`` as an attribute of the window
 (``window.open_action``, ``window.map_action``, ...), :func:`build_menus` and
 :func:`build_toolbar` place them, and :func:`update_actions` enables each one for
-the window's current state. The slots are the window's public methods, so the
-actions only wire, they never decide.
+the viewer's state. The slots are the window's public commands
+(:class:`ViewerCommands`), so the actions only wire, they never decide.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
@@ -17,9 +17,44 @@ from PySide6.QtWidgets import QToolButton
 
 from histoviewer.gui.exporting import SINGLE_EXPORTS
 from histoviewer.gui.icons import icon
+from histoviewer.slide.magnification import PRESETS, format_magnification
+from histoviewer.viewer_state import LOADING_MODEL, MAPPING
 
-if TYPE_CHECKING:
-    from histoviewer.gui.mainwindow import MainWindow
+
+class ViewerCommands(Protocol):
+    """What the actions need of the window: its view, state and public commands.
+
+    The actions are stored on it as attributes (``open_action``, ...).
+    """
+
+    view: Any  # the SlideView: zoom actions call it
+    state: Any  # the ViewerState: update_actions reads it
+
+    def choose_slide(self) -> None: ...
+    def close_slide(self) -> None: ...
+    def close(self) -> bool: ...
+    def set_overlay_visible(self, visible: bool) -> None: ...
+    def set_confidence_shading(self, on: bool) -> None: ...
+    def map_tissue(self) -> int | None: ...
+    def map_region(self) -> bool: ...
+    def map_current_view(self) -> int | None: ...
+    def remap_tissue(self) -> int | None: ...
+    def cancel_mapping(self) -> None: ...
+    def edit_mapping_settings(self) -> None: ...
+    def choose_slide_scale(self) -> None: ...
+    def choose_model(self) -> None: ...
+    def choose_model_folder(self) -> None: ...
+    def choose_view_export(self) -> None: ...
+    def choose_export_folder(self) -> None: ...
+    def choose_export(self, fmt: str) -> None: ...
+    def fill_recent_menu(self) -> None: ...
+    def zoom_to_magnification(self, magnification: float) -> None: ...
+    def show_model_info(self) -> object: ...
+    def open_training_dialog(self) -> object: ...
+    def show_shortcuts(self) -> None: ...
+    def show_about(self) -> None: ...
+    def __setattr__(self, name: str, value: Any) -> None: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 
 def make_action(
@@ -46,7 +81,7 @@ def make_action(
     return action
 
 
-def build_actions(w: MainWindow) -> None:
+def build_actions(w: ViewerCommands) -> None:
     """Create the window's actions (the view must exist: zoom actions call it)."""
     std = QKeySequence.StandardKey
 
@@ -89,10 +124,10 @@ def build_actions(w: MainWindow) -> None:
         tip="Show or hide the tissue map (O)",
         checkable=True,
     )
-    w.overlay_action.setChecked(True)
+    w.overlay_action.setChecked(w.state.view_settings.overlay_visible)
     w.shading_action = a(
         "&Confidence Shading",
-        w._on_shading_toggled,
+        w.set_confidence_shading,
         tip="Draw patches fainter where the model is unsure",
         checkable=True,
     )
@@ -150,6 +185,17 @@ def build_actions(w: MainWindow) -> None:
         w.choose_model_folder,
         tip="Load a model folder holding model.safetensors",
     )
+    w.model_info_action = a(
+        "Model &Info...",
+        w.show_model_info,
+        shortcut="Ctrl+I",
+        tip="Name, test accuracy, classes, scale and training of the model in use",
+    )
+    w.train_action = a(
+        "&Train New Model...",
+        w.open_training_dialog,
+        tip="Train a tissue classifier on your own labelled tiles",
+    )
     w.export_view_action = a(
         "&View Image with Overlay...",
         w.choose_view_export,
@@ -164,15 +210,26 @@ def build_actions(w: MainWindow) -> None:
         fmt: a(f"{label}...", lambda _=False, f=fmt: w.choose_export(f))
         for fmt, (label, _) in SINGLE_EXPORTS.items()
     }
+    # The objective magnifications pathologists think in (40x: about 0.25 µm/px).
+    w.magnification_actions = [
+        a(
+            f"{format_magnification(mag)} (like a {format_magnification(mag)} objective)",
+            lambda _=False, m=mag: w.zoom_to_magnification(m),
+            shortcut=str(i + 1),
+            tip=f"Show the slide as a {format_magnification(mag)} objective would",
+        )
+        for i, mag in enumerate(PRESETS)
+    ]
+    w.shortcuts_action = a("&Keyboard Shortcuts", w.show_shortcuts, shortcut=std.HelpContents)
     w.about_action = a("&About HistoViewer", w.show_about)
 
 
-def build_menus(w: MainWindow) -> None:
+def build_menus(w: ViewerCommands) -> None:
     bar = w.menuBar()
     file_menu = bar.addMenu("&File")
     file_menu.addAction(w.open_action)
     w.recent_menu = file_menu.addMenu("Open &Recent")
-    w.recent_menu.aboutToShow.connect(w._fill_recent_menu)
+    w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
     file_menu.addAction(w.close_action)
     file_menu.addSeparator()
     w.export_menu = file_menu.addMenu(icon("export"), "&Export")
@@ -187,6 +244,9 @@ def build_menus(w: MainWindow) -> None:
     view_menu = bar.addMenu("&View")
     for action in (w.zoom_in_action, w.zoom_out_action, w.fit_action, w.actual_size_action):
         view_menu.addAction(action)
+    w.magnification_menu = view_menu.addMenu("&Magnification")
+    for action in w.magnification_actions:
+        w.magnification_menu.addAction(action)
     view_menu.addSeparator()
     view_menu.addAction(w.overlay_action)
     view_menu.addAction(w.shading_action)
@@ -203,12 +263,17 @@ def build_menus(w: MainWindow) -> None:
     analysis.addAction(w.scale_action)
     analysis.addAction(w.settings_action)
 
-    # Other features (Model Info, Train) add their actions to this menu.
     w.model_menu = bar.addMenu("&Model")
     w.model_menu.addAction(w.load_model_action)
     w.model_menu.addAction(w.load_model_folder_action)
+    w.model_menu.addSeparator()
+    w.model_menu.addAction(w.model_info_action)
+    w.model_menu.addSeparator()
+    w.model_menu.addAction(w.train_action)
 
     help_menu = bar.addMenu("&Help")
+    help_menu.addAction(w.shortcuts_action)
+    help_menu.addSeparator()
     help_menu.addAction(w.about_action)
 
     # Right-click on the slide: the mapping actions where the user looks.
@@ -218,7 +283,7 @@ def build_menus(w: MainWindow) -> None:
         view.addAction(action)
 
 
-def build_toolbar(w: MainWindow) -> None:
+def build_toolbar(w: ViewerCommands) -> None:
     tools = w.addToolBar("Main")
     tools.setObjectName("main_toolbar")
     tools.setMovable(False)
@@ -243,12 +308,13 @@ def build_toolbar(w: MainWindow) -> None:
     tools.addAction(w.settings_action)
 
 
-def update_actions(w: MainWindow) -> None:
-    """Enable each action for the window's state (slide, map, running jobs)."""
-    has_slide = w.slide is not None
-    has_map = w.tissue_map is not None
-    mapping = w.is_mapping()
-    loading = w.is_loading_model()
+def update_actions(w: ViewerCommands) -> None:
+    """Enable each action for the viewer's state (slide, model, map, running jobs)."""
+    st = w.state
+    has_slide = st.slide is not None
+    has_map = st.tissue_map is not None
+    mapping = st.is_running(MAPPING)
+    loading = st.is_running(LOADING_MODEL)
     w.close_action.setEnabled(has_slide)
     for action in (
         w.zoom_in_action,
@@ -256,21 +322,24 @@ def update_actions(w: MainWindow) -> None:
         w.fit_action,
         w.actual_size_action,
         w.export_view_action,
+        *w.magnification_actions,
     ):
         action.setEnabled(has_slide)
     # Map Tissue stays enabled without a model: it then says how to get one.
     w.map_action.setEnabled(not mapping)
     w.map_region_action.setEnabled(has_slide and not mapping)
     w.map_view_action.setEnabled(has_slide and not mapping)
-    w.remap_action.setEnabled(not mapping and w.mapping.result is not None)
+    # Not mapping: the map shown is the last result.
+    w.remap_action.setEnabled(not mapping and has_map)
     w.cancel_action.setEnabled(mapping)
     w.scale_action.setEnabled(has_slide and not mapping)
     for action in [*w.export_actions.values(), w.export_all_action]:
         action.setEnabled(has_map)
     w.load_model_action.setEnabled(not loading)
     w.load_model_folder_action.setEnabled(not loading)
-    shown = w.mapping.result
-    if w.classifier is None:
+    shown = st.tissue_map if not mapping else None
+    w.model_info_action.setEnabled(st.classifier is not None)
+    if st.classifier is None:
         w.map_action.setStatusTip("Load a model first (Model > Load Model...)")
     elif shown is not None and not shown.complete:
         w.map_action.setStatusTip("Continue the partial map: classify the patches not done yet")

@@ -1,9 +1,10 @@
 """File > Export: the shown tissue map in every format, and a picture of the view.
 
-:class:`MapExporter` asks the window for file names (its ``ask_*`` methods, which
-tests replace) and writes through :mod:`histoviewer.mapping.export` (atomic
-writes). Failures become a dialog via ``window.show_error``; success a status bar
-message. The last export folder is remembered in the settings.
+:class:`MapExporter` exports the map shown in the
+:class:`~histoviewer.viewer_state.ViewerState`. It asks for file names through
+:class:`~histoviewer.gui.dialogs.UserDialogs` (tests answer) and writes through
+:mod:`histoviewer.mapping.export` (atomic writes). Failures become a dialog; success
+a status message. The last export folder is remembered in the settings.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings
 from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QGraphicsItem
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_bytes
+from histoviewer.gui.dialogs import UserDialogs
 from histoviewer.gui.legend import draw_legend, legend_entries
+from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import describe_error
 from histoviewer.mapping import export as exports
-
-if TYPE_CHECKING:
-    from histoviewer.gui.mainwindow import MainWindow
+from histoviewer.viewer_state import ViewerState
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,31 @@ _LAST_DIR = "export/last_dir"
 
 
 class MapExporter:
-    """The export actions of ``window`` (see the MainWindow methods of the same names)."""
+    """File > Export: the map shown in ``state``, and pictures of ``view``.
 
-    def __init__(self, window: MainWindow) -> None:
-        self.window = window
+    ``hide_in_pictures`` are view items (the selected patch's outline) left out of
+    the view picture.
+    """
+
+    def __init__(
+        self,
+        state: ViewerState,
+        dialogs: UserDialogs,
+        settings: QSettings,
+        view: SlideView,
+        hide_in_pictures: list[QGraphicsItem] | None = None,
+    ) -> None:
+        self.state = state
+        self.dialogs = dialogs
+        self.settings = settings
+        self.view = view
+        self.hide_in_pictures = list(hide_in_pictures or [])
 
     def _base(self) -> Path:
         """A suggested file name stem: beside the slide, named after it."""
-        w = self.window
-        folder = w.settings.value(_LAST_DIR, "")
-        slide = w.slide.path if w.slide and w.slide.path else Path("slide")
+        folder = self.settings.value(_LAST_DIR, "")
+        slide = self.state.slide
+        slide = slide.path if slide and slide.path else Path("slide")
         base = Path(str(folder)) if folder else slide.parent
         return base / f"{slide.stem}.map"
 
@@ -57,7 +73,7 @@ class MapExporter:
             return
         label, filters = SINGLE_EXPORTS[fmt]
         suggestion = str(self._base()) + exports.FORMATS[fmt]
-        if path := self.window.ask_save_file(f"Export {label}", suggestion, filters):
+        if path := self.dialogs.ask_save_file(f"Export {label}", suggestion, filters):
             self.export_map(fmt, path)
 
     def export_map(self, fmt: str, path: str | Path) -> bool:
@@ -68,7 +84,7 @@ class MapExporter:
             "npz": exports.export_npz,
         }[fmt]
         return self._run(
-            lambda: writer(self.window.tissue_map, path),
+            lambda: writer(self.state.tissue_map, path),
             Path(path).parent,
             f"Exported {Path(path).name}",
         )
@@ -77,31 +93,38 @@ class MapExporter:
         if not self._need_map():
             return
         base = self._base()
-        if folder := self.window.ask_directory("Export All Map Formats", str(base.parent)):
+        if folder := self.dialogs.ask_directory("Export All Map Formats", str(base.parent)):
             self.export_all(folder, base.name)
 
     def export_all(self, folder: str | Path, stem: str) -> bool:
         return self._run(
-            lambda: exports.export_all(self.window.tissue_map, folder, stem),
+            lambda: exports.export_all(self.state.tissue_map, folder, stem),
             Path(folder),
             f"Exported GeoJSON, CSV, PNG, NPZ and summary to {folder}",
         )
 
     def choose_view_export(self) -> None:
-        w = self.window
-        if w.slide is None:
-            w.show_info("No slide", "Open a slide first (File > Open Slide...).")
+        if self.state.slide is None:
+            self.dialogs.show_info("No slide", "Open a slide first (File > Open Slide...).")
             return
         base = self._base()
         suggestion = str(base.with_name(base.stem + "-view.png"))
-        if path := w.ask_save_file("Export View Image", suggestion, "PNG image (*.png)"):
+        if path := self.dialogs.ask_save_file("Export View Image", suggestion, "PNG image (*.png)"):
             self.export_view_image(path)
 
     def view_image(self) -> QImage:
-        w = self.window
-        image = w.view.viewport().grab().toImage()
-        tmap = w.tissue_map
-        if tmap is not None and w.overlay.isVisible():
+        """What the view shows (slide and overlay, not the selection outline), with
+        the legend in a corner when the overlay is shown."""
+        hidden = [item for item in self.hide_in_pictures if item.isVisible()]
+        for item in hidden:
+            item.setVisible(False)
+        try:
+            image = self.view.viewport().grab().toImage()
+        finally:
+            for item in hidden:
+                item.setVisible(True)
+        tmap = self.state.tissue_map
+        if tmap is not None and self.state.view_settings.overlay_visible:
             painter = QPainter(image)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
             draw_legend(painter, 10, 10, legend_entries(tmap))
@@ -121,8 +144,8 @@ class MapExporter:
         return self._run(write, Path(path).parent, f"Saved {Path(path).name}")
 
     def _need_map(self) -> bool:
-        if self.window.tissue_map is None:
-            self.window.show_info(
+        if self.state.tissue_map is None:
+            self.dialogs.show_info(
                 "No map",
                 "There is no tissue map to export yet. Map the slide "
                 "first (Analysis > Map Tissue).",
@@ -131,17 +154,16 @@ class MapExporter:
         return True
 
     def _run(self, write: Callable[[], object], folder: Path, done: str) -> bool:
-        w = self.window
         try:
             write()
         except HistoViewerError as exc:
-            w.show_error("Export failed", str(exc))
+            self.dialogs.show_error("Export failed", str(exc))
             return False
         except Exception as exc:  # an exporter bug must not take the window down
             log.exception("export failed")
             failure = describe_error(exc, "export")
-            w.show_error(failure.title, failure.message)
+            self.dialogs.show_error(failure.title, failure.message)
             return False
-        w.settings.setValue(_LAST_DIR, str(folder))
-        w.statusBar().showMessage(done, 8000)
+        self.settings.setValue(_LAST_DIR, str(folder))
+        self.state.notify(done)
         return True

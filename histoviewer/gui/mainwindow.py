@@ -1,21 +1,22 @@
 """The main window: a slide, its tissue map, and the panels that explain it.
 
-The window owns the open :class:`~histoviewer.slide.SlideReader` and wires the
-parts that do the work:
+The window builds the viewer's parts and wires them through one
+:class:`~histoviewer.viewer_state.ViewerState` (slide, model, map, selection,
+settings, jobs), which emits a signal for each change:
 
 - :mod:`~histoviewer.gui.actions` - actions, menus, toolbar, shortcuts;
 - :mod:`~histoviewer.gui.mapping_controller` - the mapping job and the maps it makes;
-- :mod:`~histoviewer.gui.model_controller` - loading models, Model Info, the status label;
+- :mod:`~histoviewer.gui.model_controller` - loading models, Model Info;
 - :mod:`~histoviewer.gui.exporting` - File > Export;
 - :mod:`~histoviewer.gui.slide_scale` - the slide's scale: status-bar badge, Set Slide Scale;
 - :mod:`~histoviewer.gui.training_dialog` - Model > Train New Model (created on demand).
 
-Slow work runs in :class:`~histoviewer.gui.workers.JobRunner` jobs; a job's
-results are dropped when the slide or model it was made for has been replaced.
-
-Every message to the user goes through :meth:`MainWindow.show_error` /
-:meth:`MainWindow.show_info`, and every question through ``ask_*`` methods, so
-tests can answer them without a modal dialog.
+The controllers change the state and listen to it; the window's widgets (view,
+overlay, legend, Patch panel, status bar) follow it. None of them imports the
+window: they ask the user through :class:`~histoviewer.gui.dialogs.UserDialogs`,
+which the window implements. Every message to the user goes through
+:meth:`MainWindow.show_error` / :meth:`MainWindow.show_info`, and every question
+through ``ask_*`` methods, so tests can answer them without a modal dialog.
 """
 
 from __future__ import annotations
@@ -26,17 +27,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRectF, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QColor, QDragEnterEvent, QDropEvent, QImage, QPen
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
-    QGraphicsRectItem,
+    QFrame,
     QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
     QToolButton,
     QWidget,
 )
@@ -48,17 +50,29 @@ from histoviewer.gui.exporting import MapExporter
 from histoviewer.gui.icons import app_icon
 from histoviewer.gui.legend import LegendPanel
 from histoviewer.gui.mapping_controller import MappingController
-from histoviewer.gui.model_controller import ModelController, is_model_path
+from histoviewer.gui.model_controller import ModelController, is_model_path, model_name
 from histoviewer.gui.overlay import OVERLAY_Z, SELECTION_Z, MapOverlay
 from histoviewer.gui.overview import OverviewPanel
 from histoviewer.gui.probabilities import PatchPanel
+from histoviewer.gui.selection import PatchOutline
+from histoviewer.gui.shortcuts import ShortcutsDialog, research_use_text
 from histoviewer.gui.slide_scale import SlideScaleController
 from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import describe_error
 from histoviewer.mapping.cache import MapCache
+from histoviewer.mapping.summary_text import partial_map_text
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import find_shipped_models
 from histoviewer.slide import SlideReader, file_dialog_filter, open_slide
+from histoviewer.slide.magnification import format_magnification
+from histoviewer.viewer_state import (
+    LOADING_MODEL,
+    MAPPING,
+    TRAINING,
+    MappingSettings,
+    ViewerState,
+    ViewSettings,
+)
 
 if TYPE_CHECKING:
     from histoviewer.model import Classifier
@@ -66,6 +80,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APP_TITLE = "HistoViewer"
+
+#: Dock heights asked for at first start (the docks scroll when the window is smaller).
+DOCK_HEIGHTS = {"overview": 220, "map": 300, "patch": 420}
 
 
 class MainWindow(QMainWindow):
@@ -76,10 +93,10 @@ class MainWindow(QMainWindow):
     With ``restore_model`` the model used last time (else the first model shipped
     under resources/models) is loaded in the background.
 
-    Signals: ``model_changed(Classifier | None)``, ``slide_changed(SlideReader |
-    None)``, ``map_changed(TissueMap | None)`` (the shown map, after a job ended
-    or a cached map was found) and ``mapping_finished(TissueMap)`` (complete or,
-    after Cancel, partial).
+    :attr:`state` is the viewer's state. Signals, for callers that watch the window:
+    ``model_changed(Classifier | None)``, ``slide_changed(SlideReader | None)``,
+    ``map_changed(TissueMap | None)`` (another map shown) and
+    ``mapping_finished(TissueMap)`` (a job ended, complete or, after Cancel, partial).
     """
 
     model_changed = Signal(object)
@@ -101,28 +118,35 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
-
-        self._slide: SlideReader | None = None
-        self._mapping = config.load_mapping_settings(self.settings)
+        self.state = ViewerState(
+            config.load_mapping_settings(self.settings), config.load_view_settings(self.settings)
+        )
         self._training_dialog = None  # created on first use (imports matplotlib)
-        # Read before the widgets exist: building them saves their defaults.
-        view_settings = config.load_view_settings(self.settings)
 
         self._build_view()
         self._build_panels()
         self._build_status_bar()
-        self.scale = SlideScaleController(self, self.scale_button)
-        self.mapping = MappingController(self)
-        self.models = ModelController(self, self.model_label)
-        self.exporter = MapExporter(self)
-        # The runners under their old names (tests and callers wait on their signals).
-        self._mapper = self.mapping.runner
-        self._loader = self.models.runner
+        # The window follows the state first: its messages come before the controllers'.
+        self._follow_state()
+        self.scale = SlideScaleController(
+            self.state, self, self.settings, self.scale_button, parent=self
+        )
+        self.mapping = MappingController(self.state, self, self.cache, self.view, parent=self)
+        self.mapping.progress_changed.connect(self._on_mapping_progress)
+        self.mapping.progress_reported.connect(self.legend.set_progress)
+        self.mapping.finished.connect(self.mapping_finished)
+        self.models = ModelController(self.state, self, self.settings, parent=self)
+        self.exporter = MapExporter(
+            self.state, self, self.settings, self.view, hide_in_pictures=[self.outline]
+        )
         actions.build_actions(self)
         actions.build_menus(self)
         actions.build_toolbar(self)
-        self._finish_actions()
-        self._apply_view_settings(view_settings)
+        self.cancel_button.setDefaultAction(self.cancel_action)
+        self.view.set_empty_actions(
+            [self.open_action, self.recent_menu.menuAction(), self.load_model_action]
+        )
+        self._show_view_settings(self.state.view_settings)
         self._restore_geometry()
         self.update_actions()
 
@@ -136,20 +160,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.view)
         self.overlay = MapOverlay()
         self.view.add_layer(self.overlay, OVERLAY_Z)
-        self.selection = QGraphicsRectItem()
-        pen = QPen(QColor(0, 0, 0), 3)
-        pen.setCosmetic(True)  # same width at every zoom
-        self.selection.setPen(pen)
-        inner = QGraphicsRectItem(self.selection)
-        inner_pen = QPen(QColor(255, 255, 255), 1.5)
-        inner_pen.setCosmetic(True)
-        inner.setPen(inner_pen)
-        self._selection_inner = inner
-        self.selection.setVisible(False)
-        self.view.add_layer(self.selection, SELECTION_Z)
+        self.outline = PatchOutline()
+        self.view.add_layer(self.outline, SELECTION_Z)
         self.view.clicked.connect(self._on_view_clicked)
         self.view.cursorMoved.connect(self._on_cursor_moved)
-        self.view.zoomChanged.connect(self._on_zoom_changed)
+        self.view.zoomChanged.connect(self._show_zoom)
         self.view.regionSelected.connect(self._on_region_selected)
         self.view.regionSelectionCancelled.connect(self._on_region_selection_cancelled)
         self.view.loadFailed.connect(lambda text: self.show_error("Cannot read the slide", text))
@@ -162,23 +177,27 @@ class MainWindow(QMainWindow):
         self.legend = LegendPanel()
         self.legend.overlayToggled.connect(self.set_overlay_visible)
         self.legend.opacityChanged.connect(self._on_opacity_changed)
-        self.legend.shadingToggled.connect(self._on_shading_toggled)
+        self.legend.shadingToggled.connect(self.set_confidence_shading)
         self.legend.classVisibilityChanged.connect(self.overlay.set_class_visible)
         self.patch_panel = PatchPanel()
         self.overview_dock = self._dock("Overview", "overview", self.overview)
         self.map_dock = self._dock("Map", "map", self.legend)
         self.patch_dock = self._dock("Patch", "patch", self.patch_panel)
-        self.resizeDocks(
-            [self.overview_dock, self.map_dock, self.patch_dock],
-            [220, 300, 420],
-            Qt.Orientation.Vertical,
-        )
+        docks = [self.overview_dock, self.map_dock, self.patch_dock]
+        self.resizeDocks(docks, list(DOCK_HEIGHTS.values()), Qt.Orientation.Vertical)
         self.resizeDocks([self.map_dock], [380], Qt.Orientation.Horizontal)
 
     def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"{name}_dock")  # saveState needs stable names
-        dock.setWidget(widget)
+        # A panel taller than its share of the window scrolls; it never makes the
+        # window taller than the screen.
+        scroll = QScrollArea()
+        scroll.setWidget(widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        dock.setWidget(scroll)
         dock.setAllowedAreas(
             Qt.DockWidgetArea.LeftDockWidgetArea | Qt.DockWidgetArea.RightDockWidgetArea
         )
@@ -189,7 +208,7 @@ class MainWindow(QMainWindow):
         bar = self.statusBar()
         self.cursor_label = QLabel()
         self.zoom_label = QLabel()
-        self.scale_button = QToolButton()  # the slide's um/px; a warning when assumed
+        self.scale_button = QToolButton()  # the slide's µm/px; a warning when assumed
         self.model_label = QLabel("No model")
         self.training_label = QLabel()  # "Training: epoch 3/15" while a run goes on
         self.training_label.setVisible(False)
@@ -212,26 +231,25 @@ class MainWindow(QMainWindow):
             self.model_label,
         ):
             bar.addPermanentWidget(w)
+        self._show_model(None, None)
 
-    def _finish_actions(self) -> None:
-        self.cancel_button.setDefaultAction(self.cancel_action)
-        self.train_action = actions.make_action(
-            self,
-            "&Train New Model...",
-            self.open_training_dialog,
-            tip="Train a tissue classifier on your own labelled tiles",
+    def _follow_state(self) -> None:
+        st = self.state
+        st.slide_changed.connect(self._on_slide_changed)
+        st.slide_scale_changed.connect(lambda slide: self._show_zoom(self.view.zoom()))
+        st.model_changed.connect(self._on_model_changed)
+        st.map_changed.connect(self._on_map_changed)
+        st.map_updated.connect(self._on_map_updated)
+        st.selection_changed.connect(self._on_selection_changed)
+        st.mapping_settings_changed.connect(
+            lambda s: config.save_mapping_settings(self.settings, s)
         )
-        self.model_info_action = actions.make_action(
-            self,
-            "Model &Info...",
-            self.show_model_info,
-            shortcut="Ctrl+I",
-            tip="Classes, colours, input size, scale, training data and metrics of the model",
-        )
-        self.model_menu.addSeparator()
-        self.model_menu.addAction(self.model_info_action)
-        self.model_menu.addSeparator()
-        self.model_menu.addAction(self.train_action)
+        st.view_settings_changed.connect(self._on_view_settings_changed)
+        st.jobs_changed.connect(self._on_jobs_changed)
+        st.message.connect(self._show_message)
+
+    def _show_message(self, text: str, milliseconds: int) -> None:
+        self.statusBar().showMessage(text, milliseconds)
 
     # --- messages and questions (tests replace these) -----------------------------------
 
@@ -242,6 +260,13 @@ class MainWindow(QMainWindow):
 
     def show_info(self, title: str, text: str) -> QMessageBox:
         return self._message(QMessageBox.Icon.Information, title, text)
+
+    def show_warning(self, title: str, text: str) -> QMessageBox:
+        log.warning("%s: %s", title, text)
+        return self._message(QMessageBox.Icon.Warning, title, text)
+
+    def dialog_parent(self) -> QWidget:
+        return self
 
     def _message(self, kind: QMessageBox.Icon, title: str, text: str) -> QMessageBox:
         box = QMessageBox(kind, title, text, QMessageBox.StandardButton.Ok, self)
@@ -261,7 +286,7 @@ class MainWindow(QMainWindow):
         return path or None
 
     def ask_slide_scale(self, current: float, text: str) -> float | None:
-        """The slide's um/px the user enters (None: cancelled)."""
+        """The slide's µm/px the user enters (None: cancelled)."""
         value, ok = QInputDialog.getDouble(
             self, "Set Slide Scale", text, current, 0.05, 40.0, 4, step=0.01
         )
@@ -287,29 +312,28 @@ class MainWindow(QMainWindow):
 
     @property
     def slide(self) -> SlideReader | None:
-        return self._slide
+        return self.state.slide
 
     @property
     def classifier(self) -> Classifier | None:
-        return self.models.classifier
+        return self.state.classifier
 
     @property
     def model_path(self) -> str | None:
         """The file the model in use was loaded from (None for one fresh from memory)."""
-        return self.models.path
+        return self.state.model_path
 
     @property
     def tissue_map(self) -> TissueMap | None:
         """The map shown: the one being filled in while mapping, else the last result."""
-        return self.mapping.shown
+        return self.state.tissue_map
 
     @property
-    def mapping_settings(self) -> config.MappingSettings:
-        return self._mapping
+    def mapping_settings(self) -> MappingSettings:
+        return self.state.mapping_settings
 
-    def set_mapping_settings(self, s: config.MappingSettings) -> None:
-        self._mapping = s
-        config.save_mapping_settings(self.settings, s)
+    def set_mapping_settings(self, s: MappingSettings) -> None:
+        self.state.set_mapping_settings(s)
 
     def is_mapping(self) -> bool:
         return self.mapping.is_busy()
@@ -323,7 +347,8 @@ class MainWindow(QMainWindow):
     # --- slides -------------------------------------------------------------------------
 
     def choose_slide(self) -> None:
-        start = str(Path(self._slide.path).parent) if self._slide and self._slide.path else ""
+        slide = self.state.slide
+        start = str(Path(slide.path).parent) if slide and slide.path else ""
         recent = config.recent_files(self.settings)
         if not start and recent:
             start = str(Path(recent[0]).parent)
@@ -365,21 +390,21 @@ class MainWindow(QMainWindow):
         self.set_slide(None)
 
     def _slide_name(self) -> str:
-        slide = self._slide
+        slide = self.state.slide
         return slide.path.name if slide is not None and slide.path else "The slide"
 
     def set_slide(self, reader: SlideReader | None) -> None:
-        """Show an open ``reader`` (the window owns it from now on and closes it)."""
-        self.mapping.reset()  # a running job maps the old slide: it stops and saves its work
-        old = self._slide
-        self._slide = reader
-        self._select(None)
+        """Show an open ``reader`` (the window owns it from now on; the mapping
+        controller closes it once no job reads it)."""
+        self.state.set_slide(reader)
+
+    def _on_slide_changed(self, reader: SlideReader | None, old: SlideReader | None) -> None:
         self.view.set_slide(reader)
-        self.show_map(None)
-        if old is not None:
-            self.mapping.retire(old)
+        self.cursor_label.clear()
+        self.view.viewport().setToolTip("")
         if reader is None:
             self.setWindowTitle(APP_TITLE)
+            self.statusBar().clearMessage()
         else:
             name = reader.path.name if reader.path else "slide"
             self.setWindowTitle(f"{name} — {APP_TITLE}")
@@ -389,48 +414,21 @@ class MainWindow(QMainWindow):
                 f"{reader.format_name}",
                 8000,
             )
-            self.mapping.restore_cached()
-        self.scale.update_badge()
+        self._show_zoom(self.view.zoom())
         self.update_actions()
         self.slide_changed.emit(reader)
 
     def choose_slide_scale(self) -> None:
-        """Analysis > Set Slide Scale: ask for the slide's um/px and use it."""
+        """Analysis > Set Slide Scale: ask for the slide's µm/px and use it."""
         self.scale.ask_and_set()
 
     def set_slide_scale(self, mpp: float | None) -> bool:
-        """Use ``mpp`` um/px as the open slide's scale (None: its file's again).
+        """Use ``mpp`` µm/px as the open slide's scale (None: its file's again); see
+        :meth:`SlideScaleController.set_scale`."""
+        return self.scale.set_scale(mpp)
 
-        Remembered for the slide's file. The map shown is dropped, since its patches
-        were cut at the old scale; a saved map for the new scale is shown if there
-        is one. Refused (False, with a message) while mapping or for a value outside
-        0.05-40 um/px.
-        """
-        slide = self._slide
-        if slide is None:
-            return False
-        if self.is_mapping():
-            self.show_info(
-                "Mapping in progress",
-                "The slide's scale decides the size of every patch: cancel the mapping "
-                "before changing it.",
-            )
-            return False
-        try:
-            self.scale.apply(slide, mpp)
-        except ValueError as exc:
-            self.show_error("Cannot set the slide's scale", str(exc).capitalize())
-            return False
-        self.mapping.reset()
-        self.show_map(None)
-        self.mapping.restore_cached()
-        self.statusBar().showMessage(
-            f"Slide scale: {slide.mpp:g} µm/px ({slide.mpp_source}).", 8000
-        )
-        self.update_actions()
-        return True
-
-    def _fill_recent_menu(self) -> None:
+    def fill_recent_menu(self) -> None:
+        """File > Open Recent: the slides opened last, newest first."""
         self.recent_menu.clear()
         files = config.recent_files(self.settings)
         for i, path in enumerate(files):
@@ -500,8 +498,8 @@ class MainWindow(QMainWindow):
     def load_model(self, path: str | Path) -> int:
         """Load a model in the background; returns the job id.
 
-        On success it becomes the classifier (:meth:`set_classifier`), on failure
-        a dialog explains why and the current model stays.
+        On success it becomes the model in use, on failure a dialog explains why and
+        the current model stays.
         """
         return self.models.load(path)
 
@@ -518,15 +516,29 @@ class MainWindow(QMainWindow):
 
         ``path`` is the file it came from and is remembered for the next run
         (a classifier fresh from training may have none). A running mapping is
-        stopped, and the map shown becomes the cached one for this model, if any.
+        stopped, and the map shown becomes the saved one for this model, if any.
         """
-        self.mapping.reset()
-        self.models.set_current(classifier, path)
-        self.show_map(None)
-        self.mapping.restore_cached()
-        self.scale.update_badge()
+        self.models.use(classifier, path)
+
+    def _on_model_changed(self, classifier: Classifier | None, path: str | None) -> None:
+        self._show_model(classifier, path)
         self.update_actions()
         self.model_changed.emit(classifier)
+
+    def _show_model(self, clf: Classifier | None, path: str | None) -> None:
+        label = self.model_label
+        if self.state.is_running(LOADING_MODEL) and self.models.loading_path:
+            label.setText(f"Loading {Path(self.models.loading_path).name}...")
+        elif clf is None:
+            label.setText("No model")
+            label.setToolTip("Model > Load Model... loads one")
+        else:
+            label.setText(f"Model: {model_name(clf, path)}")
+            label.setToolTip(
+                f"{clf.info.arch}, {clf.num_classes} classes, on {clf.device}\n"
+                f"{path or 'not saved to a file'}\nfingerprint {clf.fingerprint[:16]}\n"
+                "Model > Model Info... says more."
+            )
 
     def show_model_info(self):
         """Model > Model Info: the model in use, its classes, scale, training and metrics."""
@@ -552,11 +564,13 @@ class MainWindow(QMainWindow):
         return self._training_dialog
 
     def _use_trained_model(self, classifier: Classifier, path: str) -> None:
-        self.set_classifier(classifier, path)
-        self.statusBar().showMessage(f"Using the model trained in {Path(path).parent}", 8000)
+        self.state.notify(f"Using the model trained in {Path(path).parent}")
+        self.models.use(classifier, path)
 
     def _on_training_finished(self, result) -> None:
-        if result.cancelled:
+        if result.cancelled and result.epochs_done == 0:
+            text = "Training cancelled before its first epoch ended."
+        elif result.cancelled:
             text = f"Training stopped after epoch {result.epochs_done}; it can be resumed."
         else:
             accuracy = (result.test_metrics or {}).get("accuracy", 0.0)
@@ -569,6 +583,7 @@ class MainWindow(QMainWindow):
     def _on_training_state(self, text: str) -> None:
         self.training_label.setText(text)
         self.training_label.setVisible(bool(text))
+        self.state.set_running(TRAINING, self.is_training())
 
     # --- mapping ------------------------------------------------------------------------
 
@@ -587,7 +602,7 @@ class MainWindow(QMainWindow):
     def map_tissue_region(self, x: float, y: float, w: float, h: float) -> int | None:
         """Map only the patches touching the level-0 rectangle (x, y, w, h), into the
         slide's partial map (continued by a later Map Tissue). Returns the job id."""
-        if self._slide is not None:
+        if self.state.slide is not None:
             area = QRectF(x, y, w, h).intersected(self.view.slide_rect())
             if area.isEmpty():
                 self.show_info("Map Region", "The region lies outside the slide.")
@@ -600,7 +615,7 @@ class MainWindow(QMainWindow):
     def map_region(self) -> bool:
         """Analysis > Map Region: the next drag on the slide chooses the region to map
         (Esc cancels). False when nothing can be mapped yet (a message says why)."""
-        if self._slide is None:
+        if self.state.slide is None:
             self.show_info("No slide", "Open a slide first (File > Open Slide...).")
             return False
         if self.classifier is None:
@@ -616,7 +631,7 @@ class MainWindow(QMainWindow):
 
     def map_current_view(self) -> int | None:
         """Analysis > Map Current View: map the part of the slide the view shows."""
-        if self._slide is None:
+        if self.state.slide is None:
             self.show_info("No slide", "Open a slide first (File > Open Slide...).")
             return None
         area = self.view.visible_rect()
@@ -635,112 +650,131 @@ class MainWindow(QMainWindow):
         self.mapping.cancel()
 
     def edit_mapping_settings(self) -> None:
-        dialog = config.MappingSettingsDialog(self._mapping, self)
+        dialog = config.MappingSettingsDialog(self.state.mapping_settings, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self._settings_accepted(dialog.settings()))
+        dialog.accepted.connect(lambda: self.state.set_mapping_settings(dialog.settings()))
         dialog.open()
 
-    def _settings_accepted(self, s: config.MappingSettings) -> None:
-        changed = s != self._mapping
-        self.set_mapping_settings(s)
-        if changed and not self.is_mapping() and self.mapping.result is None:
-            self.mapping.restore_cached()
+    def _on_mapping_progress(self, text: str, done: int, total: int) -> None:
+        self.progress_label.setText(text)
+        self.progress.setRange(0, total)  # 0, 0: busy until the first report
+        self.progress.setValue(done)
+
+    def _on_jobs_changed(self) -> None:
+        mapping = self.state.is_running(MAPPING)
+        for widget in (self.progress_label, self.progress, self.cancel_button):
+            widget.setVisible(mapping)
+        if not mapping:
+            self.progress_label.clear()
+        self._show_model(self.state.classifier, self.state.model_path)
+        self.update_actions()
 
     # --- overlay and panels -------------------------------------------------------------
 
-    def show_map(self, tmap: TissueMap | None) -> None:
+    def _on_map_changed(self, tmap: TissueMap | None) -> None:
         self.overlay.set_map(tmap)
-        self.legend.set_map(tmap)
-        self.refresh_selection()
+        live = self.state.map_is_live
+        self.legend.set_map(tmap, live=live)
+        partial = tmap is not None and not live and not tmap.complete
+        self.legend.set_status(partial_map_text(tmap) if partial else "")
+        self._describe_selection()
         self.update_actions()
+        self.map_changed.emit(tmap)
+
+    def _on_map_updated(self, tmap: TissueMap) -> None:
+        self.overlay.refresh()
+        self.legend.set_map(tmap, live=True)
+        self._describe_selection()
 
     def set_overlay_visible(self, visible: bool) -> None:
-        self.overlay.setVisible(visible)
-        for control in (self.overlay_action, self.legend.show_overlay):
-            if control.isChecked() != visible:
-                control.setChecked(visible)
-        self._save_view_settings()
+        self.state.update_view_settings(overlay_visible=bool(visible))
+
+    def set_confidence_shading(self, on: bool) -> None:
+        """Draw patches fainter where the model is unsure."""
+        self.state.update_view_settings(confidence_shading=bool(on))
 
     def _on_opacity_changed(self, value: float) -> None:
-        self.overlay.setOpacity(value)
-        self._save_view_settings()
+        self.state.update_view_settings(opacity=float(value))
 
-    def _on_shading_toggled(self, on: bool) -> None:
-        self.overlay.set_confidence_shading(on)
-        for control in (self.shading_action, self.legend.shading):
-            if control.isChecked() != on:
-                control.setChecked(on)
-        self._save_view_settings()
+    def _on_view_settings_changed(self, v: ViewSettings) -> None:
+        self._show_view_settings(v)
+        config.save_view_settings(self.settings, v)
 
-    def _apply_view_settings(self, v: config.ViewSettings) -> None:
-        self.legend.set_opacity(v.opacity)
+    def _show_view_settings(self, v: ViewSettings) -> None:
+        self.overlay.setVisible(v.overlay_visible)
         self.overlay.setOpacity(v.opacity)
-        self.set_overlay_visible(v.overlay_visible)
-        self._on_shading_toggled(v.confidence_shading)
-
-    def _save_view_settings(self) -> None:
-        config.save_view_settings(
-            self.settings,
-            config.ViewSettings(
-                overlay_visible=self.overlay.isVisible(),
-                opacity=self.legend.opacity.value() / 100,
-                confidence_shading=self.overlay.confidence_shading(),
-            ),
-        )
+        self.overlay.set_confidence_shading(v.confidence_shading)
+        if abs(self.legend.opacity.value() / 100 - v.opacity) > 0.005:
+            self.legend.set_opacity(v.opacity)
+        for control in (self.overlay_action, self.legend.show_overlay):
+            if control.isChecked() != v.overlay_visible:
+                control.setChecked(v.overlay_visible)
+        for control in (self.shading_action, self.legend.shading):
+            if control.isChecked() != v.confidence_shading:
+                control.setChecked(v.confidence_shading)
 
     def _on_view_clicked(self, x: float, y: float) -> None:
         tmap = self.tissue_map
         rc = tmap.patch_at(x, y) if tmap is not None else None
-        self._select(rc)
+        self.state.set_selection(rc)
         if rc is not None:
             self.patch_dock.raise_()
 
     def select_patch(self, row: int, col: int) -> None:
         """Outline patch (row, col) of the shown map and describe it in the Patch panel."""
-        self._select((row, col))
+        self.state.set_selection((row, col))
 
     def clear_selection(self) -> None:
         """Drop the selected patch (outline and Patch panel)."""
-        self._select(None)
+        self.state.set_selection(None)
 
-    def _select(self, rc: tuple[int, int] | None) -> None:
-        tmap = self.tissue_map
-        if rc is None or tmap is None or self._slide is None:
-            self.selection.setVisible(False)
+    def _on_selection_changed(self, cell: tuple[int, int] | None) -> None:
+        self._describe_selection()
+
+    def _describe_selection(self) -> None:
+        """Outline the selected patch and describe it in the Patch panel (or clear both)."""
+        cell, tmap, slide = self.state.selection, self.state.tissue_map, self.state.slide
+        if cell is None or tmap is None or slide is None:
+            self.outline.clear()
             self.patch_panel.clear()
             return
-        row, col = rc
+        row, col = cell
         x, y, w, h = tmap.patch_box(row, col)
-        self.selection.setRect(x, y, w, h)
-        self._selection_inner.setRect(x, y, w, h)
-        self.selection.setVisible(True)
+        self.outline.set_box(x, y, w, h)
         try:
-            pixels = self._slide.read_region(0, x, y, w, h)
+            pixels = slide.read_region(0, x, y, w, h)
         except HistoViewerError as exc:
             log.warning("patch image not shown: %s", exc)
             pixels = None
         self.patch_panel.show_patch(tmap, row, col, pixels)
 
-    def refresh_selection(self) -> None:
-        """Redescribe the selected patch after the shown map changed (or drop it)."""
-        rc = self.patch_panel.row_col
-        tmap = self.tissue_map
-        if rc is None:
-            return
-        if tmap is None or rc[0] >= tmap.rows or rc[1] >= tmap.cols:
-            self._select(None)
-        else:
-            self._select(rc)
-
     def _on_cursor_moved(self, x: float, y: float) -> None:
-        if x < 0 or y < 0 or self._slide is None:
+        slide = self.state.slide
+        if x < 0 or y < 0 or slide is None:
             self.cursor_label.clear()
+            self.view.viewport().setToolTip("")
             return
-        mpp = self._slide.mpp
+        mpp = slide.mpp
         self.cursor_label.setText(f"x {x:,.0f}, y {y:,.0f} px  ({x * mpp:,.1f}, {y * mpp:,.1f} µm)")
+        tip = self.overlay.describe_at(x, y) if self.overlay.isVisible() else None
+        self.view.viewport().setToolTip(tip or "")
 
-    def _on_zoom_changed(self, zoom: float) -> None:
-        self.zoom_label.setText(f"Zoom {zoom * 100:.3g} %")
+    def _show_zoom(self, zoom: float) -> None:
+        magnification = self.view.magnification()
+        if self.state.slide is None or magnification is None:
+            self.zoom_label.clear()
+            self.zoom_label.setToolTip("")
+            return
+        self.zoom_label.setText(f"{format_magnification(magnification)} · Zoom {zoom * 100:.3g} %")
+        self.zoom_label.setToolTip(
+            "The objective magnification the view matches (40x: about 0.25 µm per screen "
+            "pixel), and screen pixels per slide pixel. View > Magnification sets it."
+        )
+
+    def zoom_to_magnification(self, magnification: float) -> None:
+        """View > Magnification: show the slide as an objective of that power would."""
+        if self.state.slide is not None:
+            self.view.zoom_to_magnification(magnification)
 
     # --- export (see exporting.py) ------------------------------------------------------
 
@@ -777,20 +811,36 @@ class MainWindow(QMainWindow):
         self.show_info(
             "About HistoViewer",
             f"HistoViewer {__version__}\n\nMaps eight tissue classes (Kather 2016) across "
-            "H&E whole-slide images with a ResNet classifier.",
+            f"H&E whole-slide images with a ResNet classifier.\n\n{research_use_text()}",
         )
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        """Help > Keyboard Shortcuts: every shortcut and mouse gesture of the window."""
+        dialog = self.findChild(ShortcutsDialog)
+        if dialog is None:
+            dialog = ShortcutsDialog(self.findChildren(type(self.open_action)), self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
 
     def update_actions(self) -> None:
         if hasattr(self, "model_info_action"):  # not while the window is being built
             actions.update_actions(self)
-            self.model_info_action.setEnabled(self.classifier is not None)
 
     def _restore_geometry(self) -> None:
         geometry = self.settings.value("window/geometry")
+        screen = QApplication.primaryScreen()
+        available = screen.availableGeometry() if screen else None
         if geometry is None or not self.restoreGeometry(geometry):
-            screen = QApplication.primaryScreen()
-            size = screen.availableGeometry().size() * 0.8 if screen else None
+            size = available.size() * 0.8 if available else None
             self.resize(size if size else self.sizeHint())
+        elif available is not None and (
+            self.height() > available.height() or self.width() > available.width()
+        ):
+            # Saved on a larger screen: fit this one.
+            self.resize(
+                min(self.width(), available.width()), min(self.height(), available.height())
+            )
         if (state := self.settings.value("window/state")) is not None:
             self.restoreState(state)
 
@@ -806,12 +856,11 @@ class MainWindow(QMainWindow):
         self.models.shutdown()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
-        self._save_view_settings()
+        config.save_view_settings(self.settings, self.state.view_settings)
         self.settings.sync()
         self.view.shutdown()
-        if self._slide is not None:
-            reader, self._slide = self._slide, None
-            reader.close()
+        if (reader := self.state.slide) is not None:
+            self.mapping.retire(reader)  # its jobs have ended: closes it now
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.is_training() and not self.ask_yes_no(

@@ -1,7 +1,11 @@
 """The mapping job's lifecycle: start, paint batch by batch, cancel, finish, cache.
 
-:class:`MappingController` owns the window's mapping :class:`JobRunner`, the map
-a running job fills in (``live``) and the map shown after it (``result``).
+:class:`MappingController` owns the viewer's mapping :class:`JobRunner`, the map
+a running job fills in (``live``) and the map shown after it (``result``). It reads
+the slide, model and settings from the :class:`~histoviewer.viewer_state.ViewerState`
+and puts the maps it makes there; it follows the state too: a new slide, model or
+slide scale stops the job and shows the saved map for the new pair, if any. The
+window shows its progress (:attr:`MappingController.progress_changed`).
 
 - View first: the job is given the visible slide rectangle (:class:`ViewFocus`, kept
   current as the user pans and zooms), so the patches in view are classified first.
@@ -25,20 +29,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QRectF, QTimer
+from PySide6.QtCore import QObject, QRectF, QTimer, Signal
 
 from histoviewer.errors import HistoViewerError
+from histoviewer.gui.dialogs import UserDialogs
+from histoviewer.gui.model_controller import model_name
+from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.mapping.cache import MapCache, MapKey, map_key
 from histoviewer.mapping.checks import SCALE_ASSUMED, SlideWarning, check_slide
 from histoviewer.mapping.grid import make_grid
-from histoviewer.mapping.tissue_map import CLASSIFIED, TissueMap, slide_identity
+from histoviewer.mapping.summary_text import partial_map_text, progress_count_text, totals_parts
+from histoviewer.mapping.tissue_map import (
+    BACKGROUND,
+    CLASSIFIED,
+    PENDING,
+    TissueMap,
+    slide_identity,
+)
 from histoviewer.slide import SlideReader
 from histoviewer.tasks import format_duration
+from histoviewer.viewer_state import MAPPING, ViewerState
 
 if TYPE_CHECKING:
-    from histoviewer.gui.mainwindow import MainWindow
-    from histoviewer.mapping.engine import BatchResult, MapProgress
+    from histoviewer.mapping.engine import BackgroundFound, BatchResult, MapProgress
+    from histoviewer.model import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +70,19 @@ NO_MODEL_TEXT = (
 Region = tuple[int, int, int, int]
 
 
-def progress_text(p: MapProgress, since: float = 0.0) -> str:
-    """'412 / 1,089 patches · 35.2 patches/s · 0:19 left'.
+def progress_text(p: MapProgress, since: float = 0.0, *, region: bool = False) -> str:
+    """'412 / 981 tissue patches · 35.2 patches/s · 0:19 left' (the legend's words).
 
     ``since`` is the seconds since ``p`` was reported: the time left counts down
     (and, before the first batch, the time spent counts up) between reports.
+    ``region``: the job maps a region, and ``p`` counts its patches only.
     """
-    head = f"{p.done:,} / {p.total:,} patches"
+    head = progress_count_text(p.done, p.total) + (" in the region" if region else "")
     if p.eta is None:
         return f"{head} · first patches... {format_duration(p.elapsed + since)}"
     left = p.eta - since
     left_text = f"{format_duration(left)} left" if left >= 0.5 else "almost done"
     return f"{head} · {p.rate:.1f} patches/s · {left_text}"
-
-
-def partial_text(tmap: TissueMap) -> str:
-    """'Partial map: 412 of 1,089 patches classified; Map Tissue continues it.'"""
-    total = tmap.classified_count + tmap.pending_count
-    return (
-        f"Partial map: {tmap.classified_count:,} of {total:,} patches classified; "
-        "Map Tissue continues it."
-    )
 
 
 class ViewFocus:
@@ -132,11 +139,33 @@ def save_map(cache: MapCache, key: MapKey, tmap: TissueMap, before: int) -> MapJ
 
 
 class MappingController(QObject):
-    """Runs Analysis > Map Tissue / Map Region for ``window`` and keeps the maps made."""
+    """Runs Analysis > Map Tissue / Map Region on the state's slide and model, and
+    keeps the maps made.
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
+    ``view`` is the slide view: the job classifies what it shows first. Signals:
+    ``progress_changed(text, done, total)`` while a job runs (total 0 until the
+    first report: busy), ``progress_reported(MapProgress)`` with each report of
+    the job, ``finished(TissueMap)`` when a job ended on its own or was
+    cancelled (the map complete or partial).
+    """
+
+    progress_changed = Signal(str, int, int)
+    progress_reported = Signal(object)
+    finished = Signal(object)
+
+    def __init__(
+        self,
+        state: ViewerState,
+        dialogs: UserDialogs,
+        cache: MapCache,
+        view: SlideView,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.dialogs = dialogs
+        self.cache = cache
+        self.view = view
         self.runner = JobRunner(self)
         self.runner.progress.connect(self._on_progress)
         self.runner.partial.connect(self._on_batch)
@@ -146,12 +175,13 @@ class MappingController(QObject):
         self.result: TissueMap | None = None  # the finished (or partial) map shown
         self.live: TissueMap | None = None  # the map a running job fills in
         self.focus = ViewFocus()
-        window.view.viewChanged.connect(self._on_view_changed)
+        view.viewChanged.connect(self._on_view_changed)
         self.tick = QTimer(self)  # keeps the progress text moving between reports
         self.tick.setInterval(TICK_MS)
         self.tick.timeout.connect(self._show_progress)
         self._job_key: MapKey | None = None
         self._job_before = 0  # patches the running job's map had classified when it began
+        self._job_region: Region | None = None
         self._result_key: MapKey | None = None
         self._job_started = 0.0
         self._last_progress: tuple[MapProgress, float] | None = None
@@ -161,6 +191,10 @@ class MappingController(QObject):
         # The last slide checked: (reader, model fingerprint, scale) -> its warnings and
         # whether the user chose to map it anyway.
         self._checked: tuple[tuple, list[SlideWarning], bool] | None = None
+        state.slide_changed.connect(self._on_slide_changed)
+        state.model_changed.connect(self._on_model_changed)
+        state.slide_scale_changed.connect(self._on_scale_changed)
+        state.mapping_settings_changed.connect(self._on_settings_changed)
 
     @property
     def shown(self) -> TissueMap | None:
@@ -174,16 +208,17 @@ class MappingController(QObject):
         """Stop the running job and drop both maps (new slide or model).
 
         The job still saves its partial map to the cache as it ends; nothing of it
-        reaches the window. True when a job was stopped.
+        reaches the viewer. True when a job was stopped.
         """
         stopped = self.is_busy()
         self.runner.cancel()
         self.live = None
         self.result = None
         self._result_key = None
-        self._end_job_ui()
+        self.state.set_map(None)
+        self._end_job()
         if stopped:
-            self.window.statusBar().showMessage(
+            self.state.notify(
                 "Mapping stopped: the patches classified so far are saved, and Map Tissue "
                 "continues from them.",
                 10000,
@@ -199,18 +234,18 @@ class MappingController(QObject):
             reader.close()
 
     def key(self) -> MapKey | None:
-        w = self.window
-        if w.slide is None or w.classifier is None:
+        st = self.state
+        if st.slide is None or st.classifier is None:
             return None
-        s = w.mapping_settings
-        return map_key(w.slide, w.classifier, s.stride, s.skip_background)
+        s = st.mapping_settings
+        return map_key(st.slide, st.classifier, s.stride, s.skip_background)
 
     def stored_map(self, key: MapKey | None) -> TissueMap | None:
         """The best map there is for ``key``: the cached one, or the partial one shown
         when it holds more (it could not be saved)."""
         if key is None:
             return None
-        cached = self.window.cache.load(key)
+        cached = self.cache.load(key)
         if cached is not None and cached.complete:
             return cached
         mine = self.result if self._result_key == key else None
@@ -221,34 +256,32 @@ class MappingController(QObject):
     def restore_cached(self) -> bool:
         """Show the saved map (complete or partial) for the current slide, model and
         settings, if there is one."""
-        w = self.window
         key = self.key()
-        tmap = w.cache.load(key) if key is not None else None
+        tmap = self.cache.load(key) if key is not None else None
         if tmap is None:
             return False
         self._show_result(tmap, key)
-        name = w.classifier.info.name or "this model"
+        name = model_name(self.state.classifier, self.state.model_path)
         if tmap.complete:
             text = (
                 f"Showing the saved map from {name} ({tmap.classified_count:,} patches). "
                 "Analysis > Re-map Tissue maps again."
             )
         else:
-            text = f"Showing the map saved from {name}. {partial_text(tmap)}"
-        w.statusBar().showMessage(text, 10000)
-        w.map_changed.emit(tmap)
+            text = f"Showing the map saved from {name}. {partial_map_text(tmap)}"
+        self.state.notify(text, 10000)
         return True
 
     def start(self, *, use_cache: bool, region: Region | None = None) -> int | None:
         """Map the slide (or only ``region``, level-0 x, y, w, h): continue its partial
         map when ``use_cache``, else start afresh. Returns the job id, or None when
         nothing was started."""
-        w = self.window
-        if w.slide is None:
-            w.show_info("No slide", "Open a slide first (File > Open Slide...).")
+        st, ask = self.state, self.dialogs
+        if st.slide is None:
+            ask.show_info("No slide", "Open a slide first (File > Open Slide...).")
             return None
-        if w.classifier is None:
-            w.show_info("No model loaded", NO_MODEL_TEXT)
+        if st.classifier is None:
+            ask.show_info("No model loaded", NO_MODEL_TEXT)
             return None
         if self.is_busy():
             return self.runner.current_job
@@ -256,20 +289,19 @@ class MappingController(QObject):
         resume = self.stored_map(key) if use_cache else None
         if resume is not None and resume.complete:
             self._show_result(resume, key)
-            w.map_changed.emit(resume)
-            w.statusBar().showMessage(
+            st.notify(
                 "This slide is mapped already"
                 + (" (the region too). " if region is not None else ". ")
                 + "Analysis > Re-map Tissue maps it again.",
                 10000,
             )
             return None
-        slide, clf, s = w.slide, w.classifier, w.mapping_settings
+        slide, clf, s = st.slide, st.classifier, st.mapping_settings
         try:
             grid = make_grid(slide, clf.info, s.stride or None)
             warnings = self.confirm_fit(slide, clf)
         except HistoViewerError as exc:
-            w.show_error("Cannot map the slide", str(exc))
+            ask.show_error("Cannot map the slide", str(exc))
             return None
         if warnings is None:
             return None
@@ -291,13 +323,12 @@ class MappingController(QObject):
                 model=clf.identity(),
             )
         self._job_key = key
-        w.view.cancel_region_selection()  # Map Tissue while a region was being chosen
-        w.clear_selection()
-        w.show_map(self.live)
-        w.legend.set_map(self.live, live=True)
-        w.legend.set_status("")
-        self._on_view_changed(w.view.visible_rect())
-        focus, cache = self.focus.get, w.cache
+        self._job_region = region
+        self.view.cancel_region_selection()  # Map Tissue while a region was being chosen
+        st.set_selection(None)
+        st.set_map(self.live, live=True)
+        self._on_view_changed(self.view.visible_rect())
+        focus, cache = self.focus.get, self.cache
         before = resume.classified_count if resume is not None else 0
         self._job_before = before
 
@@ -314,6 +345,7 @@ class MappingController(QObject):
                 progress=ctx.progress,
                 cancel=ctx.cancel,
                 on_batch=ctx.partial,
+                on_background=ctx.partial,
                 resume=resume,
                 region=region,
                 focus=focus,
@@ -329,10 +361,10 @@ class MappingController(QObject):
         name = slide.path.name if slide.path else "the slide"
         job_id = self.runner.start(job, f"map {name}")
         self._job_slides[job_id] = slide
-        self._begin_job_ui()
+        self._begin_job()
         return job_id
 
-    def confirm_fit(self, slide: SlideReader, clf) -> list[SlideWarning] | None:
+    def confirm_fit(self, slide: SlideReader, clf: Classifier) -> list[SlideWarning] | None:
         """The slide's warnings for this model, once the user agreed to map anyway.
 
         A slide that does not look like brightfield H&E, or is much coarser than the
@@ -349,10 +381,10 @@ class MappingController(QObject):
         if serious and not agreed:
             name = slide.path.name if slide.path else "This slide"
             text = "\n\n".join(
-                [f"{name} may not suit the model {clf.info.name!r}."]
+                [f"{name} may not suit the model {model_name(clf, self.state.model_path)!r}."]
                 + [x.message for x in warnings]
             )
-            agreed = self.window.ask_proceed("Check the slide", text, "Map Anyway")
+            agreed = self.dialogs.ask_proceed("Check the slide", text, "Map Anyway")
             if not agreed:
                 self._checked = (key, warnings, False)
                 return None
@@ -375,63 +407,88 @@ class MappingController(QObject):
             reader.close()
         self._retired.clear()
 
+    # --- the state's signals ------------------------------------------------------------
+
+    def _on_slide_changed(self, new: SlideReader | None, old: SlideReader | None) -> None:
+        # A running job maps the old slide: it stops (and saves its work).
+        self.reset()
+        if old is not None:
+            self.retire(old)
+        self.restore_cached()
+
+    def _on_model_changed(self, classifier: Classifier | None, path: str | None) -> None:
+        self.reset()
+        self.restore_cached()
+
+    def _on_scale_changed(self, slide: SlideReader) -> None:
+        self.reset()
+        self.restore_cached()
+
+    def _on_settings_changed(self, settings: object) -> None:
+        if not self.is_busy() and self.result is None:
+            self.restore_cached()
+
     # --- job signals --------------------------------------------------------------------
 
     def _on_view_changed(self, rect: QRectF) -> None:
-        area = QRectF(rect).intersected(self.window.view.slide_rect())
+        area = QRectF(rect).intersected(self.view.slide_rect())
         if area.isEmpty():
             self.focus.set(None)
         else:
             self.focus.set((area.x(), area.y(), area.width(), area.height()))
 
     def _on_progress(self, job_id: int, p: MapProgress) -> None:
-        w = self.window
         self._last_progress = (p, time.monotonic())
-        w.progress.setRange(0, max(1, p.total))
-        w.progress.setValue(p.done)
         self._show_progress()
+        self.progress_reported.emit(p)
 
     def _show_progress(self) -> None:
         """The progress text now: what was last reported, moved on by the time since."""
-        label = self.window.progress_label
+        if self._last_progress is None:
+            done = total = 0
+        else:
+            done, total = self._last_progress[0].done, max(1, self._last_progress[0].total)
         if self._stopping:
-            label.setText("Cancelling...")
+            text = "Cancelling..."
         elif self._last_progress is None:
             spent = time.monotonic() - self._job_started
-            label.setText(f"Finding tissue... {format_duration(spent)}")
+            text = f"Finding tissue... {format_duration(spent)}"
         else:
             p, at = self._last_progress
-            label.setText(progress_text(p, time.monotonic() - at))
+            text = progress_text(p, time.monotonic() - at, region=self._job_region is not None)
+        self.progress_changed.emit(text, done, total)
 
-    def _on_batch(self, job_id: int, batch: BatchResult) -> None:
+    def _on_batch(self, job_id: int, batch: BatchResult | BackgroundFound) -> None:
         live = self.live
         if live is None:
             return
-        live.probs[batch.rows, batch.cols] = batch.probs
-        live.state[batch.rows, batch.cols] = CLASSIFIED
-        w = self.window
-        w.overlay.refresh()
-        w.legend.set_map(live, live=True)
-        w.refresh_selection()
+        if hasattr(batch, "probs"):
+            live.probs[batch.rows, batch.cols] = batch.probs
+            live.state[batch.rows, batch.cols] = CLASSIFIED
+        else:  # the glass, found before the first batch
+            pending = live.state[batch.rows, batch.cols] == PENDING
+            live.state[batch.rows[pending], batch.cols[pending]] = BACKGROUND
+        if self.state.tissue_map is live:
+            self.state.map_grew()
 
     def _on_done(self, job_id: int, result: MapJobResult) -> None:
-        w = self.window
         tmap = result.tmap
-        self._end_job_ui()
         self.live = None
         self._show_result(tmap, self._job_key)
-        w.statusBar().showMessage(self._done_text(result), 15000)
-        w.map_changed.emit(tmap)
-        w.mapping_finished.emit(tmap)
+        self._end_job()
+        self.state.notify(self._done_text(result), 15000)
+        self.finished.emit(tmap)
 
     def _done_text(self, result: MapJobResult) -> str:
         tmap = result.tmap
         if result.save_error is not None:
             return f"The map could not be saved for next time: {result.save_error}"
         if tmap.complete:
-            return f"Mapped {tmap.classified_count:,} patches in {format_duration(tmap.elapsed)}."
-        total = tmap.classified_count + tmap.pending_count
-        done = f"{tmap.classified_count:,} of {total:,} patches classified"
+            return (
+                f"Mapped {tmap.classified_count:,} tissue patches in "
+                f"{format_duration(tmap.elapsed)}."
+            )
+        done = totals_parts(tmap, area=False)[0]
         if result.stopped:
             head = f"Mapping cancelled: {done}."
         elif result.region is not None:
@@ -445,55 +502,44 @@ class MappingController(QObject):
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
         """Show the error; the patches classified before it are saved and kept on screen
         (the background not yet known), so Map Tissue continues from them."""
-        self._end_job_ui()
         live, key, message = self.live, self._job_key, failure.message
         self.live = None
         saved = None
         if live is not None and key is not None:
-            saved = save_map(self.window.cache, key, live, self._job_before)
+            saved = save_map(self.cache, key, live, self._job_before)
         if saved is not None and saved.saved is not None:
             self._show_result(live, key)
-            self.window.map_changed.emit(live)
             message += (
                 f"\n\nThe {live.classified_count:,} patches classified before the error are "
                 "saved: Map Tissue continues from them."
             )
         else:
-            self.window.show_map(self.result)
-        self.window.show_error(failure.title, message)
+            self.state.set_map(self.result)
+        self._end_job()
+        self.dialogs.show_error(failure.title, message)
 
     def _on_thread_finished(self, job_id: int) -> None:
         self._job_slides.pop(job_id, None)
         if (reader := self._retired.pop(job_id, None)) is not None:
             reader.close()
 
-    # --- the window's parts -------------------------------------------------------------
+    # --- helpers ------------------------------------------------------------------------
 
     def _show_result(self, tmap: TissueMap, key: MapKey | None) -> None:
         self.result = tmap
         self._result_key = key
-        self.window.show_map(tmap)
-        self.window.legend.set_status("" if tmap.complete else partial_text(tmap))
+        self.state.set_map(tmap)
 
-    def _begin_job_ui(self) -> None:
-        w = self.window
+    def _begin_job(self) -> None:
         self._job_started = time.monotonic()
         self._last_progress = None
         self._stopping = False
-        w.progress.setRange(0, 0)  # busy until the first progress report
-        w.progress.setValue(0)
+        self.state.set_running(MAPPING, True)
         self._show_progress()
-        for widget in (w.progress_label, w.progress, w.cancel_button):
-            widget.setVisible(True)
         self.tick.start()
-        w.update_actions()
 
-    def _end_job_ui(self) -> None:
-        w = self.window
+    def _end_job(self) -> None:
         self.tick.stop()
         self._last_progress = None
         self._stopping = False
-        w.progress_label.clear()
-        for widget in (w.progress_label, w.progress, w.cancel_button):
-            widget.setVisible(False)
-        w.update_actions()
+        self.state.set_running(MAPPING, False)

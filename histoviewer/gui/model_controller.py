@@ -1,12 +1,11 @@
-"""Model > Load Model, Load Model Folder and Model Info; the model shown in the status bar.
+"""Model > Load Model, Load Model Folder and Model Info.
 
 :class:`ModelController` loads checkpoints in the background (any file
 :func:`histoviewer.model.load_model` reads: ``.safetensors``, a model folder, the
-recipe's ``.pth.tar``, a training ``last.pt``), keeps the classifier in use and
-the file it came from, remembers that file in the settings for the next run, and
-keeps the status bar's model label up to date. The window's
-:meth:`~histoviewer.gui.mainwindow.MainWindow.set_classifier` is the one place a
-model changes.
+recipe's ``.pth.tar``, a training ``last.pt``) and puts the classifier in the
+:class:`~histoviewer.viewer_state.ViewerState`, the one place a model changes. It
+remembers the model's file in the settings for the next run, says when the new
+model hides a map, and warns about a model with a weak test accuracy.
 """
 
 from __future__ import annotations
@@ -15,17 +14,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
-from PySide6.QtWidgets import QLabel
+from PySide6.QtCore import QObject, QSettings
 
 from histoviewer.gui import settings as config
+from histoviewer.gui.dialogs import UserDialogs
 from histoviewer.gui.workers import JobFailure, JobRunner
+from histoviewer.model.describe import model_display_name, weak_model_warning
+from histoviewer.viewer_state import LOADING_MODEL, ViewerState
 
 if TYPE_CHECKING:
     from histoviewer.model import Classifier
-
-if TYPE_CHECKING:
-    from histoviewer.gui.mainwindow import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,88 +38,117 @@ def is_model_path(path: str | Path) -> bool:
 
 
 class ModelController(QObject):
-    """The classifier in use by ``window``, how it is loaded, and how it is described."""
+    """Loads models into ``state`` and describes the one in use (Model Info)."""
 
-    def __init__(self, window: MainWindow, label: QLabel) -> None:
-        super().__init__(window)
-        self.window = window
-        self.label = label
-        self.classifier: Classifier | None = None
-        self.path: str | None = None
+    def __init__(
+        self,
+        state: ViewerState,
+        dialogs: UserDialogs,
+        settings: QSettings,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.dialogs = dialogs
+        self.settings = settings
         self.runner = JobRunner(self)
         self.runner.succeeded.connect(self._on_loaded)
         self.runner.failed.connect(self._on_failed)
-        self._loading_path: str | None = None
+        self.loading_path: str | None = None  # the file being loaded
         self._info_dialog = None
-        self.update_label()
+        state.model_changed.connect(self._on_model_changed)
+
+    @property
+    def classifier(self) -> Classifier | None:
+        return self.state.classifier
+
+    @property
+    def path(self) -> str | None:
+        return self.state.model_path
 
     def is_loading(self) -> bool:
         return self.runner.is_busy()
 
     def choose_model(self) -> None:
         start = str(Path(self.path).parent) if self.path else ""
-        if path := self.window.ask_open_file("Load Model", start, MODEL_FILTER):
+        if path := self.dialogs.ask_open_file("Load Model", start, MODEL_FILTER):
             self.load(path)
 
     def choose_model_folder(self) -> None:
-        if path := self.window.ask_directory("Load Model Folder", self.path or ""):
+        if path := self.dialogs.ask_directory("Load Model Folder", self.path or ""):
             self.load(path)
 
     def load(self, path: str | Path) -> int:
         """Load ``path`` on a worker thread; returns the job id."""
         path = str(path)
-        device = self.window.mapping_settings.device
-        self._loading_path = path
-        self.label.setText(f"Loading {Path(path).name}...")
+        device = self.state.mapping_settings.device
+        self.loading_path = path
         job = self.runner.start(
             lambda ctx: _load_model(path, device), f"load the model {Path(path).name}"
         )
-        self.window.update_actions()
+        self.state.set_running(LOADING_MODEL, True)
         return job
 
-    def set_current(self, classifier: Classifier | None, path: str | None) -> None:
-        """Record the model in use (the window's set_classifier does the rest)."""
-        self.classifier = classifier
-        self.path = str(path) if path else None
+    def use(self, classifier: Classifier | None, path: str | None = None) -> None:
+        """Use ``classifier`` (from the file ``path``, if any) for mapping; say what
+        became of the map shown, and warn if the model is weak."""
+        hidden = self.state.tissue_map
+        old_name = model_name(self.state.classifier, self.state.model_path)
+        self.state.set_model(classifier, path)
+        if classifier is None:
+            return
+        name = model_name(classifier, self.state.model_path)
+        shown = self.state.tissue_map
+        if hidden is not None and shown is not None:
+            self.state.notify(f"Using {name}: showing its saved map instead of {old_name}'s.")
+        elif hidden is not None:
+            self.state.notify(
+                f"Using {name}: the map made by {old_name} is no longer shown. "
+                "Map Tissue maps the slide with the new model.",
+                15000,
+            )
+        if warning := weak_model_warning(classifier.info):
+            self.dialogs.show_warning("Weak model", warning)
+
+    def _on_model_changed(self, classifier: Classifier | None, path: str | None) -> None:
         if path:
-            config.set_last_model_path(self.window.settings, str(path))
-        self.update_label()
+            config.set_last_model_path(self.settings, path)
         if self._info_dialog is not None and self._info_dialog.isVisible():
-            self._info_dialog.set_model(classifier, self.path)
+            self._info_dialog.set_model(classifier, path)
 
     def _on_loaded(self, job_id: int, classifier: Classifier) -> None:
-        self.window.set_classifier(classifier, self._loading_path)
+        self.state.set_running(LOADING_MODEL, False)
+        self.use(classifier, self.loading_path)
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
-        self.update_label()
-        self.window.update_actions()
-        self.window.show_error(failure.title, failure.message)
-
-    def update_label(self) -> None:
-        clf = self.classifier
-        if clf is None:
-            self.label.setText("No model")
-            self.label.setToolTip("Model > Load Model... loads one")
-        else:
-            self.label.setText(f"Model: {clf.info.name or clf.info.arch}")
-            self.label.setToolTip(
-                f"{clf.info.arch}, {clf.num_classes} classes, on {clf.device}\n"
-                f"{self.path or 'not saved to a file'}\nfingerprint {clf.fingerprint[:16]}"
-            )
+        self.state.set_running(LOADING_MODEL, False)
+        self.dialogs.show_error(failure.title, failure.message)
 
     def show_info(self):
         """Open (or raise) the Model Info dialog for the model in use; returns it."""
         from histoviewer.gui.model_info import ModelInfoDialog
 
-        if self._info_dialog is None:
-            self._info_dialog = ModelInfoDialog(self.window)  # kept, and reused, when closed
+        if self._info_dialog is None:  # kept, and reused, when closed
+            self._info_dialog = ModelInfoDialog(self.dialogs.dialog_parent())
         self._info_dialog.set_model(self.classifier, self.path)
         self._info_dialog.show()
         self._info_dialog.raise_()
         return self._info_dialog
 
+    @property
+    def info_dialog(self):
+        """The Model Info dialog, or None before it was first opened."""
+        return self._info_dialog
+
     def shutdown(self) -> None:
         self.runner.shutdown()
+
+
+def model_name(classifier: Classifier | None, path: str | None) -> str:
+    """How the viewer names a model: by its folder or file (see model_display_name)."""
+    if classifier is None:
+        return "no model"
+    return model_display_name(classifier.info, path)
 
 
 def _load_model(path: str, device: str) -> Classifier:

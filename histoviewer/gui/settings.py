@@ -8,7 +8,6 @@ temporary folder) and never touch the user's settings.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -24,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from histoviewer.viewer_state import MappingSettings, ViewSettings
+
 ORGANIZATION = "HistoViewer"
 APPLICATION = "HistoViewer"
 MAX_RECENT = 10
@@ -34,30 +35,6 @@ _MAPPING = "mapping/"
 _VIEW = "view/"
 _TRAINING = "training/"
 _SCALES = "slide_scales/"
-
-
-@dataclass(frozen=True)
-class MappingSettings:
-    """How Analysis > Map Tissue runs.
-
-    ``stride`` is in model pixels (0: the model's patch size, non-overlapping),
-    ``device`` a name for ``histoviewer.device.resolve_device`` ("auto" picks a
-    GPU when there is one), ``skip_background`` leaves empty glass unclassified.
-    """
-
-    stride: int = 0
-    device: str = "auto"
-    batch_size: int = 64
-    skip_background: bool = True
-
-
-@dataclass(frozen=True)
-class ViewSettings:
-    """How the map overlay is drawn."""
-
-    overlay_visible: bool = True
-    opacity: float = 0.45
-    confidence_shading: bool = False
 
 
 def app_settings() -> QSettings:
@@ -150,7 +127,7 @@ def set_training_value(qs: QSettings, key: str, value: str) -> None:
 
 
 def slide_scale(qs: QSettings, path: str) -> float | None:
-    """The um/px the user set for the slide file ``path`` (resolved), or None."""
+    """The µm/px the user set for the slide file ``path`` (resolved), or None."""
     try:
         value = float(qs.value(_SCALES + _path_key(path)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -159,7 +136,7 @@ def slide_scale(qs: QSettings, path: str) -> float | None:
 
 
 def set_slide_scale(qs: QSettings, path: str, mpp: float | None) -> None:
-    """Remember (or, with None, forget) the um/px the user set for ``path``."""
+    """Remember (or, with None, forget) the µm/px the user set for ``path``."""
     if mpp is None:
         qs.remove(_SCALES + _path_key(path))
     else:
@@ -261,6 +238,10 @@ class MappingSettingsDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(note)
         layout.addWidget(buttons)
+        # The wheel changes a field only once it is clicked or tabbed into.
+        from histoviewer.gui.widgets import guard_wheel
+
+        guard_wheel(self)
 
     def set_settings(self, s: MappingSettings) -> None:
         self.stride.setValue(s.stride)

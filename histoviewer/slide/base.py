@@ -60,12 +60,12 @@ class SlideReader:
     def __new__(cls, *args: object, **kwargs: object) -> SlideReader:
         # Set up here rather than in __init__, which subclasses need not call:
         # every backend gets the lifetime bookkeeping without having to opt in.
-        reader = super().__new__(cls)
-        reader._lifetime = threading.Condition()
-        reader._readers = 0  # reads in progress
-        reader._closed = False  # no new reads once True
-        reader._released = False  # _close() has run
-        return reader
+        self = super().__new__(cls)
+        self._lifetime = threading.Condition()
+        self._readers = 0  # reads in progress
+        self._closed = False  # no new reads once True
+        self._released = False  # _close() has run
+        return self
 
     # -- geometry -------------------------------------------------------------
 
@@ -91,18 +91,18 @@ class SlideReader:
         ``source`` says who gave it (e.g. ``mpp.GIVEN_CLI``). Overriding a value the
         file does record, by more than 5 %, is logged as a warning; :meth:`reset_mpp`
         goes back to the file's. Raises ValueError for a value no microscope scan has
-        (outside 0.05-40 um/px).
+        (outside 0.05-40 µm/px).
         """
         from histoviewer.slide import mpp as mpp_
 
         if not mpp_.plausible(mpp):
             raise ValueError(
-                f"{mpp!r} um/px is not a plausible slide scale (expected 0.05 to 40 um/px)"
+                f"{mpp!r} µm/px is not a plausible slide scale (expected 0.05 to 40 µm/px)"
             )
         file_mpp, file_source, _ = self._file_scale = self.file_scale
         if file_source != mpp_.ASSUMED and abs(mpp / file_mpp - 1) > 0.05:
             log.warning(
-                "%s: its file says %g um/px (%s); using %g um/px (%s) instead",
+                "%s: its file says %g µm/px (%s); using %g µm/px (%s) instead",
                 self._name(),
                 file_mpp,
                 file_source,

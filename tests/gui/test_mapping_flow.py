@@ -26,8 +26,9 @@ from viewer_support import (
 )
 
 from histoviewer.gui.mainwindow import MainWindow
-from histoviewer.gui.mapping_controller import partial_text, progress_text
-from histoviewer.mapping.engine import MapProgress, map_slide
+from histoviewer.gui.mapping_controller import progress_text
+from histoviewer.mapping.engine import BackgroundFound, BatchResult, MapProgress, map_slide
+from histoviewer.mapping.summary_text import partial_map_text as partial_text
 from histoviewer.mapping.tissue_map import CLASSIFIED, PENDING, TissueMap
 from histoviewer.slide import open_slide
 
@@ -47,11 +48,15 @@ def slide_path(tmp_path):
 
 
 def record_patches(window: MainWindow) -> list[tuple[int, int]]:
-    """The patches the window receives from mapping jobs, in the order they arrive."""
+    """The classified patches the window receives from mapping jobs, in the order they
+    arrive (not the background found before the first batch)."""
     seen: list[tuple[int, int]] = []
-    window.mapping.runner.partial.connect(
-        lambda job, batch: seen.extend(zip(batch.rows.tolist(), batch.cols.tolist(), strict=True))
-    )
+
+    def record(job: int, batch: BatchResult | BackgroundFound) -> None:
+        if isinstance(batch, BatchResult):
+            seen.extend(zip(batch.rows.tolist(), batch.cols.tolist(), strict=True))
+
+    window.mapping.runner.partial.connect(record)
     return seen
 
 
@@ -394,9 +399,10 @@ def test_progress_text_ticks_during_a_slow_first_batch(qtbot, make_window, slide
 
 def test_progress_text_counts_down_between_reports():
     first = MapProgress(0, 100, 5, 0.0, None, 2.0)
-    assert progress_text(first) == "0 / 100 patches · first patches... 0:02"
-    assert progress_text(first, 3.0) == "0 / 100 patches · first patches... 0:05"
+    assert progress_text(first) == "0 / 100 tissue patches · first patches... 0:02"
+    assert progress_text(first, 3.0) == "0 / 100 tissue patches · first patches... 0:05"
     later = MapProgress(40, 1100, 5, 12.5, 80.0, 6.0)
-    assert progress_text(later) == "40 / 1,100 patches · 12.5 patches/s · 1:20 left"
-    assert progress_text(later, 5.0) == "40 / 1,100 patches · 12.5 patches/s · 1:15 left"
+    assert progress_text(later) == "40 / 1,100 tissue patches · 12.5 patches/s · 1:20 left"
+    assert progress_text(later, 5.0) == "40 / 1,100 tissue patches · 12.5 patches/s · 1:15 left"
     assert progress_text(later, 90.0).endswith("almost done")
+    assert progress_text(later, region=True).startswith("40 / 1,100 tissue patches in the region")

@@ -70,26 +70,27 @@ def test_load_the_recipe_checkpoint_and_show_its_assumed_info(
     monkeypatch.setattr(window, "ask_open_file", lambda *args: str(recipe_checkpoint))
     with qtbot.waitSignal(window.model_changed, timeout=TIMEOUT):
         window.load_model_action.trigger()
-    assert window.model_label.text() == "Model: model_best"
+    # Named by its folder: the file's name says nothing.
+    assert window.model_label.text() == f"Model: {recipe_checkpoint.parent.name} (best)"
     assert str(recipe_checkpoint) in window.model_label.toolTip()
     assert window.model_info_action.isEnabled()
 
     window.model_info_action.trigger()
-    dialog = window.models._info_dialog
+    dialog = window.models.info_dialog
     assert dialog.isVisible() and dialog.windowTitle() == "Model Info"
     assert str(recipe_checkpoint) in dialog.title.text()
     assert dialog.note.isVisible() and "assumed" in dialog.note.text()
     assert dialog.class_rows() == [(c.label, c.color) for c in default_classes()]
     details = dialog.details.toPlainText()
     assert "Architecture: ResNet-18" in details
-    assert "150 px at 0.495 um/px" in details and "resized to 224 x 224 px" in details
+    assert "150 px at 0.495 µm/px" in details and "resized to 224 x 224 px" in details
     # Remembered: the next start of the app loads it again.
     assert config.last_model_path(settings) == str(recipe_checkpoint)
     window.close()
     again = make_window()
     qtbot.waitUntil(lambda: again.classifier is not None, timeout=TIMEOUT)
     assert again.classifier.fingerprint == window.classifier.fingerprint
-    assert again.model_label.text() == "Model: model_best"
+    assert again.model_label.text() == window.model_label.text()
 
 
 def test_model_info_shows_training_data_metrics_and_own_colours(qtbot, make_window, tmp_path):
