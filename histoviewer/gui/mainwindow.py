@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 APP_TITLE = "HistoViewer"
 
 #: Dock heights asked for at first start (the docks scroll when the window is smaller).
-DOCK_HEIGHTS = {"overview": 220, "map": 300, "patch": 420}
+DOCK_HEIGHTS = {"overview": 120, "map": 280, "patch": 360}
 
 
 class MainWindow(QMainWindow):

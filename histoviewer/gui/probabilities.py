@@ -3,10 +3,11 @@
 Shows the patch image, the predicted class, its grid position and slide
 coordinates, and the eight class probabilities as a sorted bar chart.
 
-The panel asks for little height (:data:`PANEL_MIN_HEIGHT` or so): given less room
-than it would like, the image shrinks (down to :data:`IMAGE_MIN_SIZE`) and the chart
-shows only its most probable classes, so a short dock (wrapped in a scroll area)
-stays usable.
+The panel asks for little height: given less room than it would like, the image
+shrinks (down to :data:`IMAGE_MIN_SIZE`); the chart keeps all eight classes (a
+pathologist reads the runner-up as much as the winner), and a shorter dock (wrapped
+in a scroll area) scrolls. A model with more classes than :data:`CHART_MIN_ROWS` shows
+its most probable ones and sums up the rest.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 IMAGE_SIZE = 150
 #: Smallest the patch image shrinks to in a short panel (px).
 IMAGE_MIN_SIZE = 40
-#: Chart rows shown however short the panel (the most probable classes).
-CHART_MIN_ROWS = 3
+#: Chart rows shown however short the panel (the most probable classes): all eight
+#: of the Kather classes.
+CHART_MIN_ROWS = 8
 
 
 class ProbabilityChart(QWidget):

@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from histoviewer.gui.widgets import resize_within_screen
+
 #: What the mouse and keys do on the slide (not QActions).
 GESTURES = (
     ("Drag", "Pan the slide"),
@@ -65,6 +67,8 @@ class ShortcutsDialog(QDialog):
         for i, (keys, what) in enumerate(rows):
             self.table.setItem(i, 0, QTableWidgetItem(keys))
             self.table.setItem(i, 1, QTableWidgetItem(what))
+        rows_height = self.fontMetrics().height() + 8
+        self.table.verticalHeader().setDefaultSectionSize(rows_height)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -76,7 +80,7 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(self.table)
         layout.addWidget(note)
         layout.addWidget(buttons)
-        self.resize(520, 560)
+        resize_within_screen(self, 520, 640)
 
     def rows(self) -> list[tuple[str, str]]:
         return [

@@ -48,7 +48,7 @@ from histoviewer.gui.training_form import (
     elapsed_duration,
 )
 from histoviewer.gui.training_results import ResultsPanel
-from histoviewer.gui.widgets import sentence
+from histoviewer.gui.widgets import resize_within_screen, sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
 from histoviewer.tasks import format_duration
@@ -118,7 +118,7 @@ class TrainingDialog(QDialog):
         self.form.changed.connect(self._update_buttons)
         self._build()
         self._update_buttons()
-        self.resize(1260, 800)
+        resize_within_screen(self, 1260, 800)
 
     # --- layout -------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """Small widget helpers shared by the dialogs.
 
+:func:`resize_within_screen` sizes a window as asked, but never larger than the
+screen it opens on (a laptop's 1366 x 768), so its buttons stay reachable.
+
 :func:`guard_wheel` stops the mouse wheel from changing spin boxes and combo boxes
 that the pointer merely passes over while a form is scrolled: only a field with
 keyboard focus (clicked or tabbed into) takes the wheel; otherwise the wheel goes on
@@ -9,7 +12,7 @@ to the scroll area around it, as in Firefox's and Qt Creator's settings pages.
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QWidget
+from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QComboBox, QWidget
 
 #: The fields the wheel would change (spin boxes of every kind, combo boxes).
 WHEEL_FIELDS = (QAbstractSpinBox, QComboBox)
@@ -54,3 +57,14 @@ def sentence(text: str) -> str:
     """``text`` with a capital first letter (error messages of the library start in
     lower case, to fit after "cannot ...: "; shown on their own they are sentences)."""
     return text[:1].upper() + text[1:] if text[:1].islower() else text
+
+
+def resize_within_screen(window: QWidget, width: int, height: int, share: float = 0.92) -> None:
+    """Resize ``window`` to ``width`` x ``height``, or to ``share`` of the available
+    screen where that is smaller (its minimum size still applies)."""
+    screen = window.screen() or QApplication.primaryScreen()
+    if screen is not None:
+        area = screen.availableGeometry()
+        width = min(width, int(area.width() * share))
+        height = min(height, int(area.height() * share))
+    window.resize(width, height)

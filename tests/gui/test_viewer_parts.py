@@ -22,6 +22,7 @@ from histoviewer.gui.probabilities import (
     IMAGE_MIN_SIZE,
     IMAGE_SIZE,
     PatchPanel,
+    ProbabilityChart,
 )
 from histoviewer.gui.workers import JobRunner, describe_error
 from histoviewer.mapping.engine import MapProgress
@@ -295,14 +296,15 @@ def test_patch_panel_asks_for_little_height_and_shrinks_its_parts(qtbot):
     tmap.probs[0, 1, :] = [0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05]
     panel.show_patch(tmap, 0, 1, np.zeros((150, 150, 3), np.uint8))
     short = panel.minimumSizeHint().height()
-    assert short <= min_height_bound(panel, 15)
-    assert panel.sizeHint().height() > short + 150  # with room: big image, every class
+    # Every one of the eight probabilities stays readable: the chart's eight rows, the
+    # title, three lines of position and the smallest image.
+    assert short <= min_height_bound(panel, 22)
+    assert panel.sizeHint().height() > short + 100  # with room: the big image
 
     assert panel.heightForWidth(260) <= short + 2 * panel.fontMetrics().height()
 
     # In a short dock (the window wraps each panel in a resizing scroll area) the
-    # image shrinks and the chart keeps its most probable classes before anything
-    # scrolls.
+    # image shrinks before anything scrolls; the chart keeps every class.
     area = QScrollArea()
     area.setWidgetResizable(True)
     qtbot.addWidget(area)
@@ -314,7 +316,7 @@ def test_patch_panel_asks_for_little_height_and_shrinks_its_parts(qtbot):
     assert area.verticalScrollBar().maximum() == 0
     side = panel.image.image_rect().width()
     assert IMAGE_MIN_SIZE <= side < IMAGE_SIZE  # the image shrank, not off the panel
-    assert CHART_MIN_ROWS <= panel.chart.shown_rows() < 8
+    assert panel.chart.shown_rows() == CHART_MIN_ROWS == 8
     assert panel.chart.geometry().bottom() <= panel.height()  # nothing past the edge
     # Shorter still: it scrolls rather than squash anything further.
     area.resize(260, short // 2)
@@ -520,3 +522,15 @@ def test_icons_load_by_name_and_unknown_names_fail(qapp):
         assert not icon(name).pixmap(24, 24).isNull()
     with pytest.raises(FileNotFoundError, match="no-such-icon"):
         icon("no-such-icon")
+
+
+def test_a_chart_of_many_classes_sums_up_the_least_probable(qtbot):
+    chart = ProbabilityChart()
+    qtbot.addWidget(chart)
+    probs = np.linspace(1, 12, 12) / np.linspace(1, 12, 12).sum()
+    chart.set_entries([(f"class {i}", (0, 0, 0), float(p)) for i, p in enumerate(probs)])
+    assert chart.minimumSizeHint().height() < chart.sizeHint().height()
+    chart.resize(240, chart.minimumSizeHint().height())
+    assert chart.shown_rows() == CHART_MIN_ROWS  # the last of them says '+ 5 more'
+    chart.resize(240, chart.sizeHint().height())
+    assert chart.shown_rows() == 12
