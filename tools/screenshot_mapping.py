@@ -24,30 +24,12 @@ from pathlib import Path
 import torch
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication
+from shots import wait, wait_until
 
 from histoviewer.gui.app import create_application
 from histoviewer.mapping.cache import MapCache
 from histoviewer.model import Classifier, ModelInfo, build_network
 from histoviewer.slide.synthetic import write_strip_tiff
-
-
-def wait(ms: int) -> None:
-    """Run the event loop for ``ms`` milliseconds."""
-    end = time.monotonic() + ms / 1000
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait_until(condition, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def mouse(window, kind: QEvent.Type, pos: QPointF, held: bool) -> None:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
-from PySide6.QtGui import QWheelEvent
-from PySide6.QtWidgets import QApplication, QPushButton
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QPushButton
+from viewer_support import wheel
 
 from histoviewer.errors import DeviceError
 from histoviewer.gui import settings as config
@@ -681,23 +681,6 @@ def test_a_scale_left_alone_stays_assumed_next_time(qtbot, settings):
 
 
 # --- the wheel over the form ------------------------------------------------------------
-
-
-def wheel(widget, steps: int = 1) -> bool:
-    """Send one real wheel event (``steps`` notches up) to ``widget``; whether it took it."""
-    centre = QPointF(widget.rect().center())
-    event = QWheelEvent(
-        centre,
-        QPointF(widget.mapToGlobal(centre)),
-        QPoint(0, 0),
-        QPoint(0, 120 * steps),
-        Qt.MouseButton.NoButton,
-        Qt.KeyboardModifier.NoModifier,
-        Qt.ScrollPhase.NoScrollPhase,
-        False,
-    )
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
 
 
 def test_the_wheel_changes_only_the_focused_field(qtbot, make_window):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QWheelEvent
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QApplication,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -13,26 +11,10 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+from viewer_support import wheel
 
 from histoviewer.gui.settings import MappingSettings, MappingSettingsDialog
 from histoviewer.gui.widgets import WheelGuard, guard_wheel, sentence
-
-
-def wheel(widget, steps: int = 1) -> bool:
-    """Send one real wheel event (``steps`` notches up) to ``widget``; whether it took it."""
-    centre = QPointF(widget.rect().center())
-    event = QWheelEvent(
-        centre,
-        QPointF(widget.mapToGlobal(centre)),
-        QPoint(0, 0),
-        QPoint(0, 120 * steps),
-        Qt.MouseButton.NoButton,
-        Qt.KeyboardModifier.NoModifier,
-        Qt.ScrollPhase.NoScrollPhase,
-        False,
-    )
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
 
 
 def make_form(qtbot):

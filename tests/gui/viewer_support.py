@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
 from torch import nn
 
 from histoviewer.gui.mainwindow import MainWindow
@@ -135,3 +138,20 @@ class FailingSlide(ArraySlide):
         if h == self._fail_height:
             raise self._error
         return super().read_region(level, x, y, w, h)
+
+
+def wheel(widget, steps: int = 1) -> bool:
+    """Send one real wheel event (``steps`` notches up) to ``widget``; whether it took it."""
+    centre = QPointF(widget.rect().center())
+    event = QWheelEvent(
+        centre,
+        QPointF(widget.mapToGlobal(centre)),
+        QPoint(0, 0),
+        QPoint(0, 120 * steps),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(widget, event)
+    return event.isAccepted()
