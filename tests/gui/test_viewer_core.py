@@ -3,16 +3,18 @@ what the status bar says, models replacing maps, exports, Help."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, QRect, Qt
 from PySide6.QtGui import QImage
-from viewer_support import run_mapping, tiny_classifier, write_strip_tiff
+from viewer_support import gated_mapping, run_mapping, tiny_classifier, write_strip_tiff
 
 from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
 from histoviewer.gui.shortcuts import ShortcutsDialog
-from histoviewer.mapping.tissue_map import CLASSIFIED
+from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED
 from histoviewer.model import save_model
 from histoviewer.slide.magnification import PRESETS, magnification
 
@@ -203,3 +205,26 @@ def test_controllers_talk_through_the_state(qtbot, make_window, slide_path):
     assert not window.outline.isVisible()
     assert window.model_label.text() == "Model: tiny-3"
     assert not window.remap_action.isEnabled()
+
+
+def test_progress_and_legend_count_the_same_tissue_patches(qtbot, make_window, slide_path):
+    window, _classifier, gate, _job = gated_mapping(qtbot, make_window, slide_path)
+    qtbot.waitUntil(lambda: "tissue patches" in window.progress_label.text(), timeout=20_000)
+    live = window.tissue_map
+    glass = int(np.count_nonzero(live.state == BACKGROUND))
+    assert glass > 0  # told before the first batch, not only when the job ends
+    tissue = live.rows * live.cols - glass
+    progress = window.progress_label.text()
+    assert re.match(rf"\d+ / {tissue} tissue patches", progress)
+    summary = window.legend.summary_text()
+    assert f"of {tissue} tissue patches classified" in summary
+    assert f"{glass} background patches skipped" in summary
+    # A glass patch says so while the job runs (not 'not classified yet').
+    row, col = (int(v) for v in np.argwhere(live.state == BACKGROUND)[0])
+    window.select_patch(row, col)
+    assert "No prediction</b> (background" in window.patch_panel.title.text()
+    with qtbot.waitSignal(window.mapping_finished, timeout=20_000) as blocker:
+        gate.set()
+    tmap = blocker.args[0]
+    assert tmap.background_count == glass and tmap.classified_count == tissue
+    assert window.legend.summary_text().startswith(f"{tissue} tissue patches classified")
