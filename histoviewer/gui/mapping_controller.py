@@ -196,11 +196,6 @@ class MappingController(QObject):
         state.slide_scale_changed.connect(self._on_scale_changed)
         state.mapping_settings_changed.connect(self._on_settings_changed)
 
-    @property
-    def shown(self) -> TissueMap | None:
-        """The map being filled in while mapping, else the last result."""
-        return self.live if self.live is not None else self.result
-
     def is_busy(self) -> bool:
         return self.runner.is_busy()
 
