@@ -10,14 +10,13 @@ whole screen while the pre-mapping question is up (when the slide raises one).
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
+from shots import open_window
 
 from histoviewer.gui.app import create_application
-from histoviewer.mapping.cache import MapCache
 
 
 def main() -> int:
@@ -28,15 +27,7 @@ def main() -> int:
     parser.add_argument("--window-size", default="1500x950")
     args = parser.parse_args()
     app = create_application()
-    from histoviewer.gui.mainwindow import MainWindow
-
-    folder = Path(tempfile.mkdtemp(prefix="histoviewer-shots-"))
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings, MapCache(folder / "cache"), restore_model=False)
-    width, height = (int(v) for v in args.window_size.lower().split("x"))
-    window.resize(width, height)
-    window.move(0, 0)
-    window.show()
+    window, _size, _folder = open_window(args.window_size, "histoviewer-shots-")
     window.open_slide(args.slide)
     window.load_model(args.model)
 

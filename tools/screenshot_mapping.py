@@ -17,17 +17,15 @@ and prints the seconds from Map Tissue to the first patches painted in view.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
-from shots import wait, wait_until
+from shots import open_window, wait, wait_until
 
 from histoviewer.gui.app import create_application
-from histoviewer.mapping.cache import MapCache
 from histoviewer.model import Classifier, ModelInfo, build_network
 from histoviewer.slide.synthetic import write_strip_tiff
 
@@ -48,21 +46,12 @@ def main() -> int:
     parser.add_argument("--window-size", default="1366x768")
     args = parser.parse_args()
     _app = create_application()  # kept alive until the end
-    from histoviewer.gui.mainwindow import MainWindow
-
-    folder = Path(tempfile.mkdtemp(prefix="histoviewer-shots-"))
+    window, size, folder = open_window(args.window_size, "histoviewer-shots-")
+    window.ask_proceed = lambda title, text, proceed: True
     slide = write_strip_tiff(folder / "slide.tif", width=5000, height=5000, seed=1)
     torch.manual_seed(0)
     info = ModelInfo.recipe(arch="resnet50", name="resnet50-random")
     classifier = Classifier.from_network(build_network("resnet50", info.num_classes), info)
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings, MapCache(folder / "cache"), restore_model=False)
-    window.ask_proceed = lambda title, text, proceed: True
-    width, height = (int(v) for v in args.window_size.lower().split("x"))
-    size = f"{width}x{height}"
-    window.resize(width, height)
-    window.move(0, 0)
-    window.show()
     window.set_classifier(classifier)
     window.open_slide(slide)
     args.out.mkdir(parents=True, exist_ok=True)

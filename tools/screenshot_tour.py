@@ -17,16 +17,13 @@ Opens the viewer at the given window size with MODEL and SLIDE and saves into OU
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QWidget
-from shots import wait, wait_until
+from shots import open_window, wait, wait_until
 
 from histoviewer.gui.app import create_application
-from histoviewer.mapping.cache import MapCache
 from histoviewer.mapping.tissue_map import CLASSIFIED
 
 
@@ -44,14 +41,8 @@ def main() -> int:
     parser.add_argument("--zoom", type=float, default=3.0, help="times the fit zoom for 'main'")
     args = parser.parse_args()
     _app = create_application()
-    from histoviewer.gui.mainwindow import MainWindow
-
-    folder = Path(tempfile.mkdtemp(prefix="histoviewer-tour-"))
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings, MapCache(folder / "cache"), restore_model=False)
+    window, size, _folder = open_window(args.window_size, "histoviewer-tour-")
     window.ask_proceed = lambda title, text, proceed: True
-    width, height = (int(v) for v in args.window_size.lower().split("x"))
-    size = f"{width}x{height}"
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -64,9 +55,6 @@ def main() -> int:
             widget.grab().save(str(path))
         print(path)
 
-    window.resize(width, height)
-    window.move(0, 0)
-    window.show()
     shot("empty", window)
 
     window.load_model(args.model)

@@ -13,15 +13,13 @@ EPOCHS epochs, on the CPU) and saves into OUT_DIR:
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
-from shots import wait, wait_until
+from shots import open_window, wait, wait_until
 
 from histoviewer.gui.app import create_application
-from histoviewer.mapping.cache import MapCache
 
 
 def main() -> int:
@@ -33,16 +31,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=100, help="tiles per class")
     args = parser.parse_args()
     _app = create_application()
-    from histoviewer.gui.mainwindow import MainWindow
-
-    folder = Path(tempfile.mkdtemp(prefix="histoviewer-training-"))
-    settings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings, MapCache(folder / "cache"), restore_model=False)
-    width, height = (int(v) for v in args.window_size.lower().split("x"))
-    size = f"{width}x{height}"
-    window.resize(width, height)
-    window.move(0, 0)
-    window.show()
+    window, size, folder = open_window(args.window_size, "histoviewer-training-")
     args.out.mkdir(parents=True, exist_ok=True)
 
     dialog = window.open_training_dialog()
