@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "none")
+#: How the tiles are split: at random over tiles (canonical) or by specimen.
+SPLIT_MODES = ("tile", "specimen")
 
 # Fields that decide what is being trained: a resumed run must agree on these.
 # (Everything else is how it runs: device, threads, output folder, ...)
@@ -51,7 +54,11 @@ class TrainConfig:
     tiles' own size, which must be one square size for all; a number resizes every tile
     to it), ``limit_per_class`` (None = all), ``holdout`` (fraction held out of
     training) and ``test_share`` (fraction of the held-out part used for testing),
-    ``split_seed``.
+    ``split_seed``. ``split_by``: "tile" (the canonical random split) or "specimen"
+    (whole specimens held out: ``fold`` of ``folds`` specimen-grouped folds is the test
+    set; ``fold`` 0 means every fold in turn, see :mod:`histoviewer.training.crossval`);
+    ``group_pattern``: the regular expression that reads the specimen from a file name
+    (None: Kather 2016 and TCGA names).
 
     Model and optimisation: ``arch``, ``image_size`` (network input), ``batch_size``,
     ``epochs``, ``lr``, ``optimizer`` (adam / adamw / sgd with ``momentum`` and
@@ -88,6 +95,10 @@ class TrainConfig:
     holdout: float = 0.2
     test_share: float = 0.8
     split_seed: int = 2000
+    split_by: str = "tile"
+    group_pattern: str | None = None
+    folds: int = 5
+    fold: int = 0
     # model and optimisation
     arch: str = "resnet50"
     image_size: int = 224
@@ -188,6 +199,19 @@ class TrainConfig:
             raise bad("limit_per_class", "it must be at least 3 (one image per split)")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise bad("lr", "the learning rate must be a positive number")
+        if self.split_by not in SPLIT_MODES:
+            raise bad("split_by", f"use one of {', '.join(SPLIT_MODES)}")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise bad("folds", "cross-validation needs a whole number of at least 2 folds")
+        if not isinstance(self.fold, int) or not 0 <= self.fold <= self.folds:
+            raise bad("fold", f"the folds are numbered 1 to {self.folds} (0: all in turn)")
+        if self.fold and self.split_by != "specimen":
+            raise bad("fold", "a fold is held out only when the split is by specimen")
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except (re.error, TypeError) as exc:
+                raise bad("group_pattern", f"it is not a regular expression ({exc})") from None
         for name in ("holdout", "test_share"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise bad(name, "it must lie strictly between 0 and 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -22,8 +23,9 @@ from histoviewer.errors import DatasetError, HistoViewerError
 from histoviewer.model import load_model
 from histoviewer.tasks import CancelToken
 from histoviewer.training.config import TrainConfig
-from histoviewer.training.dataset import load_tiles
-from histoviewer.training.split import SPLITS, split_for
+from histoviewer.training.dataset import TileDataset, load_tiles
+from histoviewer.training.specimens import read_specimens
+from histoviewer.training.split import SPLITS, Split, split_csv_text, split_for
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,12 @@ def classification_metrics(
     class_names: Sequence[str],
 ) -> dict[str, Any]:
     """Accuracy, macro F1, per-class precision / recall / F1 / support and the confusion
-    matrix (rows: true class, columns: predicted), as plain JSON-safe values."""
+    matrix (rows: true class, columns: predicted), as plain JSON-safe values.
+
+    A class with no tile here is not scored: its precision, recall and F1 are None
+    (its wrong predictions still show in the matrix's column) and it is listed in
+    ``untested``; macro F1 averages the classes that have tiles.
+    """
     labels = list(range(len(class_names)))
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -55,15 +62,33 @@ def classification_metrics(
         "per_class": [
             {
                 "name": name,
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
+                "precision": float(precision[i]) if support[i] else None,
+                "recall": float(recall[i]) if support[i] else None,
+                "f1": float(f1[i]) if support[i] else None,
                 "support": int(support[i]),
             }
             for i, name in enumerate(class_names)
         ],
+        "untested": [name for i, name in enumerate(class_names) if not support[i]],
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def metrics_from_confusion(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str]
+) -> dict[str, Any]:
+    """:func:`classification_metrics` of the predictions a confusion matrix counts (every
+    figure it gives depends on the counts alone): pooling several test sets is summing
+    their matrices."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    n = len(class_names)
+    true = np.repeat(np.repeat(np.arange(n), n), counts.ravel())
+    pred = np.repeat(np.tile(np.arange(n), n), counts.ravel())
+    return classification_metrics(true, pred, class_names)
+
+
+def _score(value: float | None, width: int) -> str:
+    return f"{value:{width}.4f}" if value is not None else f"{'-':>{width}}"
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -78,8 +103,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     ]
     for row in metrics["per_class"]:
         lines.append(
-            f"{row['name']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  "
-            f"{row['f1']:6.4f}  {row['support']:7d}"
+            f"{row['name']:<{width}}  {_score(row['precision'], 9)}  "
+            f"{_score(row['recall'], 6)}  {_score(row['f1'], 6)}  {row['support']:7d}"
+            + ("  (no tiles: not scored)" if not row["support"] else "")
         )
     lines += ["", "confusion matrix (rows: true class, columns: predicted)"]
     cell = max(5, *(len(str(v)) + 1 for r in metrics["confusion_matrix"] for v in r))
@@ -95,6 +121,8 @@ def evaluate_model(
     data: str | os.PathLike,
     *,
     split: str = "test",
+    split_by: str = "tile",
+    group_pattern: str | None = None,
     device: str = "auto",
     batch_size: int = 128,
     workers: int = 0,
@@ -108,11 +136,22 @@ def evaluate_model(
     so "test" means the images it never saw. Tiles of another size than the model's
     patches are scored all the same, with a warning. Dataset classes are matched to the
     model's classes by name; a class the model does not know raises DatasetError.
+    ``split_by="specimen"`` scores every tile of the specimens the model never saw
+    (``split`` is then ignored): those with no tile in its training or validation set,
+    as its metadata records them (or as the rebuilt split gives them when ``data`` is
+    its training data). ``group_pattern`` reads the specimens from the file names
+    (default: the model's, else Kather 2016 and TCGA names). DatasetError when no
+    specimen can be read; HistoViewerError when the model saw every specimen of ``data``
+    (no unseen-specimen figure can come from it) or it is unknown which it saw.
+
     Returns :func:`classification_metrics` plus ``split``, ``model``, ``data``,
-    ``device``, ``seconds`` and ``images_per_s``.
+    ``device``, ``seconds``, ``images_per_s`` and, by specimen, ``specimens`` (those
+    tested).
     """
     if split not in (*SPLITS, "all"):
         raise HistoViewerError(f"unknown split '{split}' (use train, val, test or all)")
+    if split_by not in ("tile", "specimen"):
+        raise HistoViewerError(f"unknown split mode '{split_by}' (use tile or specimen)")
     classifier = load_model(checkpoint, device=device)
     info = classifier.info
     trained = _training_config(info.training, info.patch_size)
@@ -143,6 +182,13 @@ def evaluate_model(
         mapping.append(info.class_names.index(name))
     parts = split_for(trained, dataset)
     rows = parts.indices(split)
+    tested: list[str] | None = None
+    if trained.split_by == "specimen" and split == "test":
+        tested = parts.specimens_in("test")  # the fold it was tested on: never seen
+    if split_by == "specimen":
+        rows, tested = _unseen_rows(
+            checkpoint, info.training, info.metrics, dataset, parts, group_pattern, trained
+        )
     y_true = np.asarray(mapping, dtype=np.int64)[dataset.labels[rows]]
     dtype = autocast_dtype(classifier.device)
     preds = []
@@ -159,7 +205,8 @@ def evaluate_model(
     y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     metrics = classification_metrics(y_true, y_pred, info.class_names)
     metrics.update(
-        split=split,
+        split=split if tested is None else "unseen specimens",
+        specimens=tested,
         model=str(checkpoint),
         data=dataset.source,
         device=str(classifier.device),
@@ -170,11 +217,81 @@ def evaluate_model(
     return metrics
 
 
+def _unseen_rows(
+    checkpoint: str | os.PathLike,
+    training: dict[str, Any],
+    recorded_metrics: dict[str, Any],
+    dataset: TileDataset,
+    parts: Split,
+    group_pattern: str | None,
+    trained: TrainConfig,
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of the specimens of ``dataset`` the model never saw, and those specimens."""
+    pattern = group_pattern if group_pattern is not None else trained.group_pattern
+    specimens = read_specimens(dataset.stems, pattern, source=dataset.source)
+    data = training.get("data") if isinstance(training, dict) else None
+    data = data if isinstance(data, dict) else {}
+    recorded = data.get("specimens")
+    if isinstance(recorded, dict) and isinstance(recorded.get("train"), list):
+        seen = set(recorded["train"]) | set(recorded.get("val") or [])
+    elif data.get("fingerprint") and data["fingerprint"] == split_fingerprint(dataset, parts):
+        # The same tiles, split the same way: the rebuilt training rows are exact.
+        seen = set(specimens[np.union1d(parts.indices("train"), parts.indices("val"))].tolist())
+    else:
+        raise HistoViewerError(
+            f"cannot tell which specimens the model {checkpoint} was trained on: it does not "
+            f"record them and {dataset.source} is not the data it was trained on; score it "
+            "with --split all on tiles of patients it never saw"
+        )
+    names = sorted(set(specimens.tolist()))
+    unseen = [s for s in names if s not in seen]
+    if not unseen:
+        known = (
+            f"it records {percent_text(recorded_metrics.get('unseen_accuracy'))} on unseen "
+            f"specimens from a {recorded_metrics.get('unseen_folds', 'k')}-fold "
+            "cross-validation by specimen"
+            if recorded_metrics.get("unseen_accuracy") is not None
+            else f"to measure it, run: histoviewer train {dataset.source} --out DIR "
+            "--split-by specimen"
+        )
+        raise HistoViewerError(
+            f"the model {checkpoint} was trained on tiles of every specimen in "
+            f"{dataset.source} ({len(names)}: {_span(names)}), so these tiles cannot give "
+            f"an unseen-specimen figure; {known}"
+        )
+    rows = np.flatnonzero(np.isin(specimens, unseen))
+    return rows, unseen
+
+
+def _span(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+
+
+def percent_text(value: Any) -> str:
+    return f"{value * 100:.1f} % accuracy" if isinstance(value, (int, float)) else "a figure"
+
+
+def split_fingerprint(dataset: TileDataset, parts: Split) -> str:
+    """The fingerprint a run records for its data: the SHA-256 of its split.csv text."""
+    text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _training_config(training: dict[str, Any], patch_size: int) -> TrainConfig:
     """The tile and split settings a model was trained with. A model that does not say
     (one trained elsewhere) gets the recipe's split and its tiles resized to its
     ``patch_size``."""
-    keys = ("patch_size", "limit_per_class", "split_seed", "holdout", "test_share")
+    keys = (
+        "patch_size",
+        "limit_per_class",
+        "split_seed",
+        "holdout",
+        "test_share",
+        "split_by",
+        "group_pattern",
+        "folds",
+        "fold",
+    )
     config = training.get("config", training) if isinstance(training, dict) else {}
     values = {k: config[k] for k in keys if isinstance(config, dict) and k in config}
     values.setdefault("patch_size", patch_size)

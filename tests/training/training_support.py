@@ -71,3 +71,33 @@ def tiny_config(data: Path, out: Path, **changes):
     )
     values.update(changes)
     return preset("recipe", **values)
+
+
+def make_specimen_tiles(
+    root: Path,
+    specimens: int = 6,
+    per_class: int = 5,
+    size: int = 32,
+    *,
+    absent: tuple[tuple[int, int], ...] = (),
+    name: str = "CRC-Prim-HE-{:02d}",
+    seed: int = 0,
+) -> Path:
+    """Tiles of ``specimens`` specimens named the Kather 2016 way
+    ("{i}_CRC-Prim-HE-03_001.tif_Row_1_Col_1.png"): ``per_class`` of every class from
+    every specimen except the (class index, specimen number) pairs in ``absent``. Each
+    specimen shifts the class colours a little, as a stain batch would."""
+    rng = np.random.default_rng(seed)
+    for c, folder in enumerate(CLASS_FOLDERS):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for s in range(1, specimens + 1):
+            if (c, s) in absent:
+                continue
+            shift = np.random.default_rng(100 + s).normal(0, 8, 3)
+            colour = np.array(CLASS_COLORS[c], dtype=np.float32) + shift
+            for i in range(per_class):
+                noise = rng.normal(0, 12, (size, size, 3))
+                pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+                stem = f"{c}{s:02d}{i:03d}_{name.format(s)}_001.tif_Row_{i}_Col_1"
+                Image.fromarray(pixels).save(root / folder / f"{stem}.png")
+    return root
