@@ -25,6 +25,16 @@ from typing import Any
 
 from histoviewer.model.info import ModelInfo
 
+#: What each test figure means, one sentence each (reports, the app, model cards).
+TILE_SPLIT_MEANING = (
+    "Test tiles from the same specimens as the training tiles (the tutorial's random "
+    "split): how well the model knows these specimens, optimistic for a new patient."
+)
+UNSEEN_MEANING = (
+    "Tiles of specimens the model never saw (cross-validation by specimen): what to "
+    "expect on a new patient's slide."
+)
+
 #: A model whose recorded test accuracy is below this (a fraction) gets a warning.
 WEAK_ACCURACY = 0.80
 
@@ -318,9 +328,16 @@ def _accuracy_rows(info: ModelInfo) -> list[SummaryRow]:
     images = metrics.get("test_images")
     if isinstance(images, int) and not isinstance(images, bool) and images > 0:
         value += f" on {images:,} test tiles"
+    specimens = metrics.get("test_specimens")
+    specimens = [str(s) for s in specimens] if isinstance(specimens, list) else []
+    if metrics.get("test_split") == "specimen" and specimens:
+        value += f" of specimens it never saw ({', '.join(specimens)})"
+    elif _number(metrics.get("test_tiles_from_seen_specimens")):
+        value += " of specimens also in training"
     if accuracy < WEAK_ACCURACY:
         value += f" (weak: below {_threshold()})"
     rows = [SummaryRow("test_accuracy", "Test accuracy", value)]
+    rows.extend(_unseen_rows(metrics))
     balanced = _fraction(metrics.get("test_balanced_accuracy", metrics.get("balanced_accuracy")))
     if balanced is not None:
         rows.append(SummaryRow("balanced_accuracy", "Balanced accuracy", percent(balanced)))
@@ -328,6 +345,37 @@ def _accuracy_rows(info: ModelInfo) -> list[SummaryRow]:
     if f1 is not None:
         rows.append(SummaryRow("macro_f1", "Macro F1", f"{f1:.3f}"))
     return rows
+
+
+def _unseen_rows(metrics: dict[str, Any]) -> list[SummaryRow]:
+    """The cross-validation by specimen recorded with the model, beside its test figure."""
+    accuracy = _fraction(metrics.get("unseen_accuracy"))
+    if accuracy is None:
+        return []
+    value = percent(accuracy)
+    folds = metrics.get("unseen_folds")
+    specimens = metrics.get("unseen_specimens")
+    images = metrics.get("unseen_images")
+    parts = []
+    if isinstance(images, int) and not isinstance(images, bool) and images > 0:
+        parts.append(f"{images:,} tiles")
+    if isinstance(specimens, int) and not isinstance(specimens, bool) and specimens > 0:
+        parts.append(f"{specimens} specimens")
+    if isinstance(folds, int) and not isinstance(folds, bool):
+        parts.append(f"{folds}-fold cross-validation by specimen")
+    if parts:
+        value += f" ({', '.join(parts)})"
+    f1 = _number(metrics.get("unseen_macro_f1"))
+    if f1 is not None:
+        value += f", macro F1 {f1:.3f}"
+    return [
+        SummaryRow(
+            "unseen_accuracy",
+            "Unseen specimens",
+            value,
+            UNSEEN_MEANING,
+        )
+    ]
 
 
 def _assumed(info: ModelInfo) -> bool:

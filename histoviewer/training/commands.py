@@ -1,8 +1,9 @@
 """The `train` and `evaluate` subcommands.
 
     histoviewer train DATA --out DIR [--mpp UM] [--patch-size PX] [--preset recipe|best]
-                      [--epochs N] [--resume | --overwrite] ...
-    histoviewer evaluate MODEL DATA [--split test|val|train|all] [--json]
+                      [--epochs N] [--resume | --overwrite]
+                      [--split-by tile|specimen [--folds K] [--fold I] [--no-final]] ...
+    histoviewer evaluate MODEL DATA [--split test|val|train|all | --split-by specimen] [--json]
 
 cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
 training stops at the next batch and leaves a resumable checkpoint.
@@ -31,6 +32,7 @@ from histoviewer.training.config import OPTIMIZERS, PRESETS, preset
 from histoviewer.training.split import SPLITS
 
 if TYPE_CHECKING:
+    from histoviewer.training.crossval import CrossValResult
     from histoviewer.training.trainer import FitResult, TrainEvent
 
 # torch, torch.distributed and scikit-learn load inside the run functions, so that
@@ -52,6 +54,10 @@ _OVERRIDES = {
     "compile": "compile",
     "sync_batchnorm": "sync_batchnorm",
     "patch_size": "patch_size",
+    "split_by": "split_by",
+    "group_pattern": "group_pattern",
+    "folds": "folds",
+    "fold": "fold",
 }
 
 
@@ -89,6 +95,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--epochs", type=int, help="epochs (0: only load the data and write the split)"
+    )
+    _add_specimen_options(train)
+    train.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="with --split-by specimen: how many folds the specimens are dealt into (default 5)",
+    )
+    train.add_argument(
+        "--fold",
+        type=int,
+        metavar="I",
+        help="with --split-by specimen: train one model, tested on the specimens of fold I "
+        "(1 to K), instead of the whole cross-validation",
+    )
+    train.add_argument(
+        "--no-final",
+        action="store_true",
+        help="with --split-by specimen: stop after the cross-validation, without training "
+        "the final model on the canonical split",
     )
     train.add_argument("--batch-size", type=int, help="images per training batch")
     train.add_argument("--image-size", type=int, metavar="PX", help="network input size")
@@ -140,12 +166,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("model", help="model file (.safetensors, last.pt, .pth.tar)")
     evaluate.add_argument("data", help="folder or .zip of tiles, one sub-folder per class")
-    evaluate.add_argument("--split", choices=[*SPLITS, "all"], default="test")
+    evaluate.add_argument(
+        "--split",
+        choices=[*SPLITS, "all"],
+        default=None,
+        help="the part of DATA to score, rebuilt as the model was trained (default: test)",
+    )
+    _add_specimen_options(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--workers", type=int, default=0, help="image decoding threads")
     evaluate.set_defaults(func=run_evaluate)
+
+
+def _add_specimen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split-by",
+        choices=("tile", "specimen"),
+        default=None,
+        help="tile (default): the canonical random split, whose test tiles come from the "
+        "training specimens; specimen: test on specimens never seen in training (read from "
+        "the file names, e.g. CRC-Prim-HE-03)",
+    )
+    parser.add_argument(
+        "--group-pattern",
+        metavar="REGEX",
+        help="regular expression whose first group is the specimen in a file name "
+        "(default: Kather 2016 'CRC-Prim-HE-NN' and TCGA 'TCGA-XX-XXXX' names)",
+    )
 
 
 def _parse_mpp(text: str) -> float:
@@ -176,19 +225,29 @@ def _config_from_args(args: argparse.Namespace):
             "give one of them, not both"
         )
     if args.resume:
-        from histoviewer.training.trainer import resume_config
+        from histoviewer.training.crossval import resume_any_config
 
         if args.preset is not None:
             overrides["preset"] = args.preset
-        return resume_config(args.out, data=args.data, **overrides)
+        return resume_any_config(args.out, data=args.data, **overrides)
+    if overrides.get("fold") and overrides.get("split_by") != "specimen":
+        raise HistoViewerError(
+            "--fold holds out the specimens of one fold: add --split-by specimen"
+        )
     return preset(args.preset or "recipe", data=args.data, out=args.out, **overrides)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from histoviewer import distributed
+    from histoviewer.training.crossval import cross_validate, is_crossval
     from histoviewer.training.trainer import fit
 
     config = _config_from_args(args)
+    if getattr(args, "no_final", False) and not is_crossval(config):
+        raise HistoViewerError(
+            "--no-final skips the final model of a cross-validation: it needs --split-by "
+            "specimen (without --fold)"
+        )
     cancel = CancelToken()
     with distributed.session(config.device) as ctx:
         if not ctx.is_main:
@@ -198,24 +257,62 @@ def run_train(args: argparse.Namespace) -> int:
         # Under torchrun, Ctrl-C reaches torchrun, which stops all processes together.
         previous = None if ctx.is_distributed else _install_sigint(cancel)
         try:
-            result = fit(
-                config,
-                bar,
-                cancel,
-                resume=args.resume,
-                dist=ctx,
-                overwrite=getattr(args, "overwrite", False),
-            )
+            if is_crossval(config):
+                crossval = cross_validate(
+                    config,
+                    bar,
+                    cancel,
+                    resume=args.resume,
+                    overwrite=getattr(args, "overwrite", False),
+                    final=not getattr(args, "no_final", False),
+                    dist=ctx,
+                )
+            else:
+                result = fit(
+                    config,
+                    bar,
+                    cancel,
+                    resume=args.resume,
+                    dist=ctx,
+                    overwrite=getattr(args, "overwrite", False),
+                )
         finally:
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+    if is_crossval(config):
+        return _report_crossval(crossval, ctx.is_main)
     if not ctx.is_main:
         return 130 if result.cancelled else 0
+    return _report_fit(result)
+
+
+def _report_crossval(crossval: CrossValResult, is_main: bool) -> int:
+    from histoviewer.training.crossval import CROSSVAL_FILE, format_unseen, side_by_side
+
+    if not is_main:
+        return 130 if crossval.cancelled else 0
+    if crossval.summary is not None:
+        print(format_unseen(crossval.summary))
+        print(f"cross-validation: {crossval.out / CROSSVAL_FILE}")
+    if crossval.cancelled:
+        resume = f"histoviewer train {crossval.config.data} --out {crossval.out} --resume"
+        print(f"{crossval.message}; continue with: {resume}", file=sys.stderr)
+        return 130
+    if crossval.final is None:
+        return 0
+    print("final model (canonical split):")
+    code = _report_fit(crossval.final)
+    for line in side_by_side(crossval.final.report or {}):
+        print(line)
+    return code
+
+
+def _report_fit(result: FitResult) -> int:
     out = result.out
     if result.cancelled:
         print(
-            stopped_text(result.epochs_done, result.config.epochs, config.data, out),
+            stopped_text(result.epochs_done, result.config.epochs, result.config.data, out),
             file=sys.stderr,
         )
         return 130
@@ -225,9 +322,13 @@ def run_train(args: argparse.Namespace) -> int:
         _print_scale(result)
         return 0
     metrics = result.test_metrics
+    specimens = (result.report or {}).get("specimens") or {}
+    which = ""
+    if result.config.split_by == "specimen":
+        which = f" (unseen specimens {', '.join(specimens.get('test', []))})"
     print(
         f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f}); "
-        f"test accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+        f"test accuracy{which} {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     )
     print(f"model: {result.best_path}\nreport: {out / 'report.json'}")
     for extension in result.extensions:
@@ -256,10 +357,20 @@ def _print_scale(result: FitResult) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from histoviewer.training.evaluation import evaluate_model, format_metrics
 
+    by_specimen = args.split_by == "specimen"
+    if by_specimen and args.split is not None:
+        raise HistoViewerError(
+            "--split-by specimen scores every tile of the specimens the model never saw: "
+            "leave out --split"
+        )
+    if args.group_pattern is not None and not by_specimen:
+        raise HistoViewerError("--group-pattern reads specimens: add --split-by specimen")
     metrics = evaluate_model(
         args.model,
         args.data,
-        split=args.split,
+        split=args.split or "test",
+        split_by=args.split_by or "tile",
+        group_pattern=args.group_pattern,
         device=args.device,
         batch_size=max(1, args.batch_size),
         workers=args.workers,
@@ -267,7 +378,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{args.model} on the {args.split} split of {metrics['data']}")
+        if metrics["specimens"] is not None:
+            print(
+                f"{args.model} on the specimens of {metrics['data']} it never saw: "
+                f"{', '.join(metrics['specimens'])}"
+            )
+        else:
+            print(f"{args.model} on the {metrics['split']} split of {metrics['data']}")
         print(format_metrics(metrics))
         if metrics["skipped"]:
             print(f"({len(metrics['skipped'])} unreadable file(s) skipped)")
@@ -309,6 +426,8 @@ class _ProgressBar:
                     desc, noun = "loading", "tiles"
                 else:
                     desc, noun = f"epoch {event.epoch}/{event.epochs} {event.phase}", "batches"
+                    if event.part:
+                        desc = f"{event.part}: {desc}"
                 # Created at the first report, after the first chunk or batch is done.
                 self.bar = count_bar(
                     event.batches,
@@ -336,7 +455,8 @@ class _ProgressBar:
             self.close()
             last = event.history[-1]
             sys.stderr.write(
-                f"epoch {last['epoch']}/{event.epochs}: train loss {last['train_loss']:.4f} "
+                (f"{event.part}: " if event.part else "")
+                + f"epoch {last['epoch']}/{event.epochs}: train loss {last['train_loss']:.4f} "
                 f"acc {last['train_acc']:.4f} | val loss {last['val_loss']:.4f} "
                 f"acc {last['val_acc']:.4f} | {last['images_per_s']:.0f} img/s\n"
             )

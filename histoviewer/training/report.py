@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_bytes, atomic_write_text
 
 REPORT_FILE = "report.json"
@@ -29,6 +30,18 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     atomic_write_text(path, json.dumps(_finite(report), indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """A report written by :func:`write_report`; HistoViewerError when it cannot be read."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HistoViewerError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise HistoViewerError(f"cannot read {path}: it holds no report")
+    return data
 
 
 def _finite(value: Any) -> Any:

@@ -78,7 +78,9 @@ class TrainEvent:
     read, also in the report's notes), "start", "batch" (``phase`` "train" or "val"),
     "epoch" (an epoch finished; ``history`` has every epoch so far), "test", "done",
     "cancelled". ``epoch`` counts from 1; ``eta_s`` is the estimated time left for the
-    whole run."""
+    whole run. In a cross-validation (:mod:`histoviewer.training.crossval`) ``part``
+    names the run under way ("fold 2 of 5", "final model"), the ``part_no``-th of
+    ``parts``; a single run leaves them empty."""
 
     kind: str
     epoch: int = 0
@@ -93,6 +95,9 @@ class TrainEvent:
     lr: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
+    part: str = ""
+    part_no: int = 0
+    parts: int = 0
 
 
 ProgressCallback = Callable[[TrainEvent], None]
@@ -177,6 +182,58 @@ def scale_notes(config: TrainConfig, dataset: TileDataset) -> list[str]:
     return notes
 
 
+def specimen_notes(
+    split: Split,
+    labels: np.ndarray,
+    class_names: list[str],
+    crossval: dict[str, Any] | None = None,
+) -> list[str]:
+    """What the user must know about the specimens behind a run's test figure;
+    ``crossval``: the unseen-specimen figures reported beside it, if any."""
+    summary = split.specimen_summary()
+    if summary is None:
+        return []
+    if split.method != "specimen":
+        shared = summary["test_tiles_from_seen_specimens"]
+        if not shared:
+            return []
+        every = "All" if shared == summary["test_tiles"] else f"{shared:,} of the"
+        first = (
+            f"{every} {summary['test_tiles']:,} test tiles come from specimens that are also "
+            "in training, so the test accuracy says how well the model knows these "
+            "specimens and is optimistic for a new patient"
+        )
+        if crossval is not None:
+            return [
+                f"{first}; on specimens it never saw, a {crossval['folds']}-fold "
+                f"cross-validation by specimen gives {crossval['accuracy']:.1%} accuracy."
+            ]
+        return [
+            f"{first}; --split-by specimen (in the app, Also test on unseen specimens) "
+            "measures it on specimens held out."
+        ]
+    test = split.indices("test")
+    trained = np.union1d(split.indices("train"), split.indices("val"))
+    notes = [
+        f"The test tiles are fold {split.fold} of {split.folds}: every tile of the "
+        f"specimens {', '.join(summary['test'])}, none of which is in training."
+    ]
+    untested = [n for i, n in enumerate(class_names) if not np.any(labels[test] == i)]
+    untrained = [n for i, n in enumerate(class_names) if not np.any(labels[trained] == i)]
+    if untested:
+        notes.append(
+            f"No test tile is {', '.join(untested)}: this fold cannot test "
+            f"{'that class' if len(untested) == 1 else 'those classes'}."
+        )
+    if untrained:
+        notes.append(
+            f"No training tile is {', '.join(untrained)}: this fold's model cannot learn "
+            f"{'it' if len(untrained) == 1 else 'them'}, and its test tiles of "
+            f"{'it' if len(untrained) == 1 else 'them'} count as errors."
+        )
+    return notes
+
+
 def resume_config(out: str | Path, **overrides: Any) -> TrainConfig:
     """The config stored in ``out/last.pt`` with ``overrides`` applied (for the CLI, which
     resumes with only the options the user typed)."""
@@ -193,6 +250,7 @@ def fit(
     dataset: TileDataset | None = None,
     dist: DistContext | None = None,
     overwrite: bool = False,
+    crossval: dict[str, Any] | None = None,
 ) -> FitResult:
     """Run (or, with ``resume``, continue) a training run described by ``config``.
 
@@ -213,8 +271,14 @@ def fit(
     ``dist``: the process's place in a torchrun job; by default
     :func:`histoviewer.distributed.setup` (joins the job when launched by torchrun,
     else a single process on ``config.device``).
+
+    ``crossval``: the unseen-specimen figures of a cross-validation on the same tiles
+    (:func:`histoviewer.training.crossval.unseen_summary`), written beside the test
+    figures into the report and the model file.
     """
-    return _Run(config, progress, cancel).run(resume, dataset, dist, overwrite)
+    run = _Run(config, progress, cancel)
+    run.crossval = crossval
+    return run.run(resume, dataset, dist, overwrite)
 
 
 class _Run:
@@ -240,6 +304,7 @@ class _Run:
         # not in any checkpoint and is lost with that epoch).
         self.started = time.monotonic()
         self.earlier_seconds = 0.0
+        self.crossval: dict[str, Any] | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -310,13 +375,16 @@ class _Run:
             "images": len(dataset),
             "split_counts": split.counts(),
             "split_method": split.method,
+            "specimens": split.specimen_summary(),
             "fingerprint": hashlib.sha256(split_text.encode()).hexdigest(),
             "tile_size": self.scale["tile_size"],
             "patch_size": self.scale["patch_size"],
         }
         if checkpoint is not None:
             self._check_same_data(checkpoint)
-        self.notes = scale_notes(cfg, dataset)
+        self.notes = scale_notes(cfg, dataset) + specimen_notes(
+            split, dataset.labels, dataset.class_names, self.crossval
+        )
         if self.dist.is_main:
             for note in self.notes:
                 self.emit("note", message=note)
@@ -684,6 +752,7 @@ class _Run:
             return None
         metrics = classification_metrics(test.y_true, test.y_pred, dataset.class_names)
         info = engine.info
+        specimens = split.specimen_summary()
         info.metrics = {
             "epoch": self.best_epoch,
             "val_loss": self.best_val_loss,
@@ -691,7 +760,25 @@ class _Run:
             "test_macro_f1": metrics["macro_f1"],
             "test_images": metrics["n"],
             "per_class_f1": {r["name"]: r["f1"] for r in metrics["per_class"]},
+            # "tile": random over tiles (specimens shared with training); "specimen": the
+            # test specimens were never seen in training.
+            "test_split": cfg.split_by,
         }
+        if specimens is not None:
+            info.metrics["test_specimens"] = specimens["test"]
+            info.metrics["test_tiles_from_seen_specimens"] = specimens[
+                "test_tiles_from_seen_specimens"
+            ]
+        if self.crossval is not None:
+            info.metrics.update(
+                {
+                    "unseen_accuracy": self.crossval["accuracy"],
+                    "unseen_macro_f1": self.crossval["macro_f1"],
+                    "unseen_images": self.crossval["n"],
+                    "unseen_folds": self.crossval["folds"],
+                    "unseen_specimens": len(self.crossval["specimens"]),
+                }
+            )
         save_model(self.out / BEST_FILE, engine.network, info)
         self.emit(
             "test",
@@ -716,6 +803,10 @@ class _Run:
             "test": metrics,
             "test_accuracy": metrics["accuracy"],
             "test_macro_f1": metrics["macro_f1"],
+            "test_split": cfg.split_by,
+            "specimens": specimens,
+            # The cross-validation by specimen on the same tiles, when one was run.
+            "unseen_specimens": self.crossval,
             "timings": {
                 "train_images_per_s": float(np.median(train_rates)) if train_rates else None,
                 "eval_images_per_s": test.images_per_s,
