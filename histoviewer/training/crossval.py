@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,22 @@ def cross_validate(
             f"({', '.join(sorted({_shown(out, p) for p in earlier}))}); continue it with "
             "--resume (in the app, Resume), use a new folder, or replace it with --overwrite"
         )
+    with _each_warning_once():
+        return _cross_validate(config, progress, cancel, resume, overwrite, final, dataset, dist)
+
+
+def _cross_validate(
+    config: TrainConfig,
+    progress: Callable[[TrainEvent], None] | None,
+    cancel: CancelToken | None,
+    resume: bool,
+    overwrite: bool,
+    final: bool,
+    dataset: TileDataset | None,
+    dist: DistContext,
+) -> CrossValResult:
+    out = Path(config.out).expanduser()
+    earlier = earlier_files(out)
     emit = _Emitter(progress, config.folds + int(final), dist)
     result = CrossValResult(out, config)
     if dataset is None:
@@ -309,6 +325,37 @@ def format_unseen(summary: dict[str, Any]) -> str:
             line += f"; never trained on {', '.join(fold['untrained'])}"
         lines.append(line)
     return "\n".join(lines)
+
+
+class _Once(logging.Filter):
+    """Passes a warning only the first time: every part of a cross-validation reads the
+    same tiles and would repeat the same warnings (an assumed scale, a small class)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextlib.contextmanager
+def _each_warning_once() -> Iterator[None]:
+    once = _Once()
+    loggers = [logging.getLogger(f"histoviewer.training.{name}") for name in ("trainer", "split")]
+    for logger in loggers:
+        logger.addFilter(once)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(once)
 
 
 def side_by_side(report: dict[str, Any]) -> list[str]:
