@@ -46,6 +46,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def elapsed_duration(seconds: float) -> str:
+    """A measured length of time in words: '45 s', '1 min 5 s', '2 h 10 min'."""
+    secs = max(0, round(seconds))
+    if secs < 60:
+        return f"{secs} s"
+    if secs < 3600:
+        return f"{secs // 60} min {secs % 60} s"
+    hours, minutes = divmod(secs // 60, 60)
+    return f"{hours} h {minutes} min"
+
+
 def count_bar(
     total: int,
     desc: str,

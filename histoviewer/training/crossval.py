@@ -43,15 +43,12 @@ from histoviewer.training.checkpoint import LAST_FILE
 from histoviewer.training.config import TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.evaluation import metrics_from_confusion
-from histoviewer.training.run_folder import SPLIT_FILE
+from histoviewer.training.run_folder import CROSSVAL_CONFUSION_FILE, CROSSVAL_FILE, SPLIT_FILE
 from histoviewer.training.specimens import read_specimens
 from histoviewer.training.split import fold_test_rows
 from histoviewer.training.trainer import FitResult, TrainEvent, fit, resume_config
 
 log = logging.getLogger(__name__)
-
-CROSSVAL_FILE = "crossval.json"
-CROSSVAL_CONFUSION_FILE = "crossval_confusion.png"
 
 
 def fold_folder(out: str | Path, fold: int) -> Path:
@@ -366,10 +363,10 @@ def side_by_side(report: dict[str, Any]) -> list[str]:
         return []
     test = report["test"]
     return [
-        f"test split (specimens seen in training): accuracy {test['accuracy']:.1%}, macro F1 "
-        f"{test['macro_f1']:.3f} on {test['n']:,} tiles. {TILE_SPLIT_MEANING}",
-        f"unseen specimens ({unseen['folds']}-fold): accuracy {unseen['accuracy']:.1%}, macro "
-        f"F1 {unseen['macro_f1']:.3f} on {unseen['n']:,} tiles. {UNSEEN_MEANING}",
+        f"test split (specimens seen in training): accuracy {test['accuracy'] * 100:.1f} %, "
+        f"macro F1 {test['macro_f1']:.3f} on {test['n']:,} tiles. {TILE_SPLIT_MEANING}",
+        f"unseen specimens ({unseen['folds']}-fold): accuracy {unseen['accuracy'] * 100:.1f} "
+        f"%, macro F1 {unseen['macro_f1']:.3f} on {unseen['n']:,} tiles. {UNSEEN_MEANING}",
     ]
 
 

@@ -19,6 +19,7 @@ from histoviewer.errors import HistoViewerError, StorageError
 from histoviewer.fileio import describe_os_error, ensure_free_space
 from histoviewer.model import build_network
 from histoviewer.training import report as reporting
+from histoviewer.training.card import MODEL_CARD_FILE
 from histoviewer.training.checkpoint import LAST_FILE
 from histoviewer.training.config import TrainConfig
 
@@ -33,8 +34,12 @@ RUN_FILES = (
     reporting.REPORT_FILE,
     reporting.CURVES_FILE,
     reporting.CONFUSION_FILE,
+    MODEL_CARD_FILE,
     SPLIT_FILE,
 )
+#: What a cross-validation by specimen writes beside its final run (crossval.py).
+CROSSVAL_FILE = "crossval.json"
+CROSSVAL_CONFUSION_FILE = "crossval_confusion.png"
 # Classes assumed when the size of a run's files is estimated before the data is read:
 # the final layer is a sliver of a ResNet (2048 x 16 of ResNet-50's 23.5 M weights).
 _ESTIMATE_CLASSES = 16

@@ -54,6 +54,7 @@ from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.tasks import Cancelled, CancelToken
 from histoviewer.training import report as reporting
 from histoviewer.training import run_folder
+from histoviewer.training.card import MODEL_CARD_FILE, write_model_card
 from histoviewer.training.checkpoint import (
     LAST_FILE,
     load_last,
@@ -65,7 +66,12 @@ from histoviewer.training.config import RUNTIME_FIELDS, TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.engine import BatchStats, Engine, EpochStats, EvalResult
 from histoviewer.training.evaluation import classification_metrics
-from histoviewer.training.run_folder import BEST_FILE, SPLIT_FILE
+from histoviewer.training.run_folder import (
+    BEST_FILE,
+    CROSSVAL_CONFUSION_FILE,
+    CROSSVAL_FILE,
+    SPLIT_FILE,
+)
 from histoviewer.training.split import Split, split_csv_text, split_for
 
 log = logging.getLogger(__name__)
@@ -206,7 +212,7 @@ def specimen_notes(
         if crossval is not None:
             return [
                 f"{first}; on specimens it never saw, a {crossval['folds']}-fold "
-                f"cross-validation by specimen gives {crossval['accuracy']:.1%} accuracy."
+                f"cross-validation by specimen gives {crossval['accuracy'] * 100:.1f} % accuracy."
             ]
         return [
             f"{first}; --split-by specimen (in the app, Also test on unseen specimens) "
@@ -831,9 +837,14 @@ class _Run:
                 "split": SPLIT_FILE,
                 "curves": reporting.CURVES_FILE,
                 "confusion": reporting.CONFUSION_FILE,
+                "card": MODEL_CARD_FILE,
             },
         }
+        if self.crossval is not None:
+            report["files"]["crossval"] = CROSSVAL_FILE
+            report["files"]["crossval_confusion"] = CROSSVAL_CONFUSION_FILE
         reporting.write_report(self.out / reporting.REPORT_FILE, report)
+        write_model_card(self.out, report)
         reporting.plot_curves(self.history, self.out / reporting.CURVES_FILE)
         reporting.plot_confusion(
             metrics["confusion_matrix"], dataset.class_names, self.out / reporting.CONFUSION_FILE

@@ -103,6 +103,10 @@ def test_the_final_model_reports_both_figures_side_by_side(crossval):
     assert report["unseen_specimens"]["accuracy"] == pytest.approx(result.summary["accuracy"])
     assert report["specimens"]["test_tiles_from_seen_specimens"] == report["test"]["n"]
     assert any("cross-validation by specimen gives" in note for note in report["notes"])
+    card = (result.out / "MODEL_CARD.md").read_text()
+    assert f"Unseen specimens ({FOLDS}-fold cross-validation by specimen)" in card
+    assert f"| {result.summary['accuracy'] * 100:.1f} % |" in card
+    assert f"| {report['test']['accuracy'] * 100:.1f} % |" in card
     info = load_model(result.out / "best.safetensors").info
     assert info.metrics["unseen_accuracy"] == pytest.approx(result.summary["accuracy"])
     assert info.metrics["unseen_folds"] == FOLDS
