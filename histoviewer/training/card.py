@@ -337,6 +337,9 @@ def _fold_line(position: int, fold: dict[str, Any]) -> str:
     untrained = _names(fold.get("untrained"))
     if untrained:
         line += f"; never trained on: {', '.join(untrained)}"
+    thin = _names(fold.get("one_training_specimen"))
+    if thin:
+        line += f"; learnt from one specimen only: {', '.join(thin)}"
     return line
 
 

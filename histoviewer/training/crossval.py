@@ -245,7 +245,8 @@ def _cross_validate(
 def fold_plan(
     dataset: TileDataset, specimens: np.ndarray, config: TrainConfig
 ) -> list[dict[str, Any]]:
-    """Each fold's test specimens, tiles, and the classes it cannot test or train."""
+    """Each fold's test specimens and tiles, the classes it cannot test or train, and
+    those its model learns from a single specimen."""
     labels = dataset.labels
     names = dataset.class_names
     plan = []
@@ -260,6 +261,13 @@ def fold_plan(
                 "test_tiles": len(test),
                 "untested": [n for i, n in enumerate(names) if not np.any(labels[held] == i)],
                 "untrained": [n for i, n in enumerate(names) if not np.any(labels[~held] == i)],
+                # Classes the fold's model learns from one specimen only: its figures on
+                # them say more about that specimen than about the class.
+                "one_training_specimen": [
+                    n
+                    for i, n in enumerate(names)
+                    if len(set(specimens[~held & (labels == i)].tolist())) == 1
+                ],
             }
         )
     return plan
@@ -320,6 +328,8 @@ def format_unseen(summary: dict[str, Any]) -> str:
             line += f"; cannot test {', '.join(fold['untested'])}"
         if fold["untrained"]:
             line += f"; never trained on {', '.join(fold['untrained'])}"
+        if fold.get("one_training_specimen"):
+            line += f"; learnt from one specimen only: {', '.join(fold['one_training_specimen'])}"
         lines.append(line)
     return "\n".join(lines)
 
