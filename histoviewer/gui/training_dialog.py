@@ -10,6 +10,13 @@ epoch, which Resume continues, also after the app was closed or crashed. Errors
 (a broken dataset, out of memory, a full disk) are shown in red in the dialog and
 in its log; the trainer writes every file atomically, so none is left corrupt.
 
+With "Also test on unseen specimens" the job is
+:func:`~histoviewer.training.crossval.cross_validate`: one run per fold, then the final
+model. Its events name the part under way ("fold 2 of 5"): the status line shows it,
+the progress bar covers all the parts, and the curves start again with each part. The
+finished cross-validation's final model is the one "Use this model" loads; the results
+show its test figure beside the unseen-specimen figure.
+
 A run takes minutes on a GPU and hours on a CPU, so nothing starts one by accident:
 no button is the dialog's default (Enter presses none of them), and Start and Resume
 first ask, through :meth:`TrainingDialog.ask_start` (which tests replace), whether to
@@ -52,22 +59,34 @@ from histoviewer.gui.widgets import resize_within_screen, sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
 from histoviewer.tasks import format_duration
-from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit, resume_config
+from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit
 from histoviewer.training.checkpoint import LAST_FILE
-from histoviewer.training.run_folder import earlier_run_files
+from histoviewer.training.crossval import (
+    CrossValResult,
+    cross_validate,
+    earlier_files,
+    is_crossval,
+    resume_any_config,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _train_job(config: TrainConfig, resume: bool, device: str):
-    """The worker-thread function for a new run (``resume`` False) or a resumed one."""
+    """The worker-thread function for a new run (``resume`` False) or a resumed one; it
+    returns a FitResult, or a CrossValResult for a cross-validation by specimen."""
 
-    def job(ctx: JobContext) -> FitResult:
+    def job(ctx: JobContext) -> FitResult | CrossValResult:
         try:
-            # epochs: the run's own, or more to extend a finished run.
+            # epochs: the run's own, or more to extend a finished run. A folder holding a
+            # cross-validation resumes as one (its crossval.json's settings).
             cfg = (
-                resume_config(config.out, device=device, epochs=config.epochs) if resume else config
+                resume_any_config(config.out, device=device, epochs=config.epochs)
+                if resume
+                else config
             )
+            if is_crossval(cfg):
+                return cross_validate(cfg, ctx.progress, ctx.cancel, resume=resume)
             return fit(cfg, ctx.progress, ctx.cancel, resume=resume)
         except (MemoryError, RuntimeError) as exc:
             # fit turns CUDA's out-of-memory error into DeviceError; this catches the
@@ -88,8 +107,10 @@ class TrainingDialog(QDialog):
 
     Signals: ``use_model(Classifier, path)`` when "Use this model" loaded the best
     checkpoint; ``state_changed(str)`` a one-line state for the main window's status
-    bar ("" when idle); ``run_finished(FitResult)`` (complete or cancelled) and
-    ``run_failed(str)`` (the message shown).
+    bar ("" when idle); ``run_finished(FitResult)`` (complete or cancelled; for a
+    cross-validation the run that ended it: the final model's, or the part that was
+    cancelled, whose ``epochs_done`` are that part's; the whole is in :attr:`crossval`)
+    and ``run_failed(str)`` (the message shown).
     """
 
     use_model = Signal(object, str)
@@ -103,11 +124,21 @@ class TrainingDialog(QDialog):
         self.setModal(False)
         self.settings = settings
         self.result: FitResult | None = None
+        # The cross-validation under way or last ended (None for a single run); its final
+        # model's run, or the part that was cancelled, is ``result``.
+        self.crossval: CrossValResult | None = None
         self._out: str | None = None  # the folder of the run under way or last finished
         self._epochs = 0
         self._started = 0.0
         self._resumed = False  # whether the run under way continues an earlier one
         self._config: TrainConfig | None = None  # the run under way or last started
+        # The part of a cross-validation under way: its number (1 to parts), when it
+        # started and at which epoch (for the time left in all); notes already logged.
+        self._part_no = 0
+        self._parts = 0
+        self._part_started = 0.0
+        self._part_first_epoch = 0
+        self._notes_seen: set[str] = set()
 
         self.runner = JobRunner(self)
         self.runner.progress.connect(self._on_event)
@@ -130,6 +161,9 @@ class TrainingDialog(QDialog):
         form_scroll.setMinimumWidth(400)
 
         self.status_label = QLabel("Not started.")
+        # A long status (a resumed cross-validation's) wraps rather than widening the
+        # dialog past a small screen.
+        self.status_label.setWordWrap(True)
         bold = QFont(self.status_label.font())
         bold.setBold(True)
         self.status_label.setFont(bold)
@@ -223,11 +257,16 @@ class TrainingDialog(QDialog):
         form = self.form
         free_folder = form.earlier_run is None and not form.run_problem
         self.start_button.setEnabled(
-            not running and form.dataset_ok and free_folder and not form.checking()
+            not running
+            and form.dataset_ok
+            and free_folder
+            and not form.checking()
+            and not form.specimen_problem
         )
         self.resume_button.setEnabled(not running and form.can_resume())
         run = form.earlier_run
-        extend = run is not None and run.finished  # enabled once Epochs is above its length
+        # enabled once Epochs is above its length (never for a cross-validation)
+        extend = run is not None and run.finished and not run.crossval
         self.resume_button.setText(f"Extend to {form.epochs} Epochs" if extend else "Resume")
         self.cancel_button.setEnabled(running)
         finished = self.result is not None and not self.result.cancelled
@@ -262,9 +301,10 @@ class TrainingDialog(QDialog):
         except HistoViewerError as exc:
             self.show_error(str(exc))
             return None
-        if earlier_run_files(cfg.out):
-            # The folder was free when it was checked; a run has been written there since.
-            # (fit() would refuse it too, but here the form can offer Resume at once.)
+        if earlier_files(cfg.out):
+            # The folder was free when it was checked; a run (or a cross-validation, with
+            # its fold folders) has been written there since. (fit() and cross_validate()
+            # would refuse it too, but here the form can offer Resume at once.)
             self.show_error(f"{cfg.out} now holds a training run; choose another folder")
             self.form.inspect_output()
             return None
@@ -295,6 +335,8 @@ class TrainingDialog(QDialog):
         """What Start (``resume`` False) or Resume asks before a run: what will be trained,
         where, and about how long it takes."""
         run = self.form.earlier_run
+        if is_crossval(cfg):
+            return self.crossval_question(cfg, estimate, resume=resume)
         if resume and run is not None:
             left = cfg.epochs - run.epoch
             verb = "Extend" if run.finished else "Resume"
@@ -321,6 +363,54 @@ class TrainingDialog(QDialog):
             "stops after the current batch and keeps the last completed epoch."
         )
 
+    def crossval_question(
+        self, cfg: TrainConfig, estimate: Estimate | None, *, resume: bool
+    ) -> str:
+        """What Start or Resume asks before a cross-validation by specimen: K + 1
+        trainings (or those left), where, and about how long all of them take."""
+        folds, parts = cfg.folds, cfg.folds + 1
+        each = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} each"
+        model = f"{cfg.arch}, {cfg.image_size} px, batch {cfg.batch_size}"
+        run = self.form.earlier_run
+        if resume and run is not None and run.crossval:
+            left = parts - run.part_no + 1
+            head = (
+                f"Resume the {folds}-fold cross-validation by specimen in {run.folder} at "
+                f"{run.part_name}"
+            )
+            tail = f"{left} of {parts} trainings left, {each} ({model})"
+        else:
+            head = (
+                f"Train {cfg.arch} {parts} times, {each} ({cfg.image_size} px, batch "
+                f"{cfg.batch_size})"
+            )
+            tail = (
+                f"once for each of {folds} folds, tested on specimens it never saw, then the "
+                "final model"
+            )
+        if estimate is None:
+            where = f" on {cfg.device}"
+            time_text = "How long it will take cannot be estimated yet."
+        else:
+            where = (
+                f" on {estimate.where} (about {estimate.fold_train_images:,} training tiles "
+                f"an epoch in a fold, {estimate.train_images:,} in the final model)"
+            )
+            trainings = (
+                f"all {estimate.trainings} trainings"
+                if estimate.trainings > 1
+                else "the final model"
+            )
+            time_text = (
+                f"{estimate.short} for {trainings}, plus reading the tiles ({estimate.basis}). "
+                "The first epoch shows the real speed."
+            )
+        return (
+            f"{head}{where}: {tail}?\n\n{time_text}\n\nThe window can be hidden meanwhile. "
+            "Cancel stops after the current batch and keeps the last completed epoch; Resume "
+            "goes on from there, with the folds already finished kept."
+        )
+
     def ask_start(self, text: str) -> bool:
         """Ask whether to start the run ``text`` describes (Start / Cancel, Cancel the
         default). Tests replace this method: a modal box would block them."""
@@ -344,17 +434,22 @@ class TrainingDialog(QDialog):
         self.form.stop_measuring()
         self._clear_error()
         self.result = None
+        self.crossval = None
         self.results.clear()
         self._out = cfg.out
         self._epochs = cfg.epochs
         self._config = cfg
         self._resumed = resume
         self._started = time.monotonic()
+        self._part_no = self._parts = 0
+        self._notes_seen = set()
         self.curves.clear(cfg.epochs)
         self.progress.setValue(0)
         self.speed_label.clear()
         verb = "Resuming" if resume else "Starting"
         scale = f"{cfg.tile_mpp:g} µm/px" + (" (assumed)" if cfg.mpp_assumed else "")
+        if is_crossval(cfg):
+            verb += f" a {cfg.folds}-fold cross-validation by specimen (then the final model):"
         self.log(
             f"{verb} {cfg.arch} ({cfg.preset}) for {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"{cfg.image_size} px, lr {cfg.lr:g} on {self.form.device}, tiles at {scale}; "
@@ -380,29 +475,40 @@ class TrainingDialog(QDialog):
 
     def _on_event(self, job_id: int, e: TrainEvent) -> None:
         kind = e.kind
+        if e.parts and e.part_no != self._part_no:
+            self._begin_part(e)
+        # "Fold 2 of 5 · " before what a part of a cross-validation reports; "" for a run.
+        part = f"{e.part[:1].upper()}{e.part[1:]} · " if e.part else ""
         if kind == "load":
             self.status_label.setText(f"Reading tiles: {e.batch:,} / {e.batches:,}")
             if e.batches:
                 self.progress.setValue(int(50 * e.batch / e.batches))
         elif kind == "note":
-            self.log(f"Note: {e.message}")
+            # Every part of a cross-validation repeats the notes about the tiles: once is
+            # enough. Those about its own test specimens differ from part to part.
+            if e.message not in self._notes_seen:
+                self._notes_seen.add(e.message)
+                self.log(f"Note ({e.part}): {e.message}" if e.part else f"Note: {e.message}")
         elif kind == "start":
             self._epochs = e.epochs
             self.curves.set_history(e.history, e.epochs)
-            self.log(f"Training started ({e.message}).")
+            self.log(f"{part}Training started ({e.message}).")
             if e.epoch:
-                self.log(f"Continuing after epoch {e.epoch} of {e.epochs}.")
+                self.log(f"{part}Continuing after epoch {e.epoch} of {e.epochs}.")
+            self._part_started = time.monotonic()
+            self._part_first_epoch = e.epoch
             self._set_progress(e.epoch, 0, 1)
         elif kind == "batch":
             phase = "training" if e.phase == "train" else "validating"
             self.status_label.setText(
-                f"Epoch {e.epoch} / {e.epochs} · {phase} batch {e.batch} / {e.batches}"
+                f"{part}Epoch {e.epoch} / {e.epochs} · {phase} batch {e.batch} / {e.batches}"
             )
             if e.phase == "train":
                 self.curves.add_batch_loss(e.epoch, e.batch, e.batches, e.loss)
                 self._set_progress(e.epoch - 1, e.batch, e.batches)
                 self._show_speed(e.images_per_s, e.eta_s)
-            self._emit_state(f"Training: epoch {e.epoch}/{e.epochs}")
+            where = f"{e.part}, " if e.part else ""
+            self._emit_state(f"Training: {where}epoch {e.epoch}/{e.epochs}")
         elif kind == "epoch":
             self.curves.set_history(e.history, e.epochs)
             h = e.history[-1] if e.history else {}
@@ -410,32 +516,57 @@ class TrainingDialog(QDialog):
                 # The real speed: the next estimate of these settings uses it.
                 self.form.record_speed(self._config, e.images_per_s, h.get("val_images_per_s"))
             self.log(
-                f"Epoch {e.epoch}/{e.epochs}: train loss {h.get('train_loss', e.loss):.4f} "
-                f"acc {h.get('train_acc', e.acc):.3f}, validation loss "
-                f"{h.get('val_loss', float('nan')):.4f} acc {h.get('val_acc', float('nan')):.3f}, "
-                f"{e.images_per_s or 0:.0f} images/s"
+                f"{part}Epoch {e.epoch}/{e.epochs}: train loss "
+                f"{h.get('train_loss', e.loss):.4f} acc {h.get('train_acc', e.acc):.3f}, "
+                f"validation loss {h.get('val_loss', float('nan')):.4f} acc "
+                f"{h.get('val_acc', float('nan')):.3f}, {e.images_per_s or 0:.0f} images/s"
             )
             self._set_progress(e.epoch, 0, 1)
             self._show_speed(e.images_per_s, e.eta_s)
         elif kind == "test":
-            self.status_label.setText("Testing the best model...")
-            self.log(f"Test accuracy {e.acc:.3f} ({e.images_per_s or 0:.0f} images/s).")
+            fold = 0 < e.part_no < e.parts  # a fold's model (the final model is the last part)
+            tested = "on the specimens it never saw" if fold else "the best model"
+            self.status_label.setText(f"{part}Testing {tested}...")
+            what = "accuracy on its unseen specimens" if fold else "accuracy"
+            self.log(f"{part}Test {what} {e.acc:.3f} ({e.images_per_s or 0:.0f} images/s).")
         elif kind == "done":
-            self.status_label.setText("Finished.")
+            self.status_label.setText(f"{part}Finished." if e.part_no < e.parts else "Finished.")
         elif kind == "cancelled":
-            self.log(f"Cancelled: {e.message}.")
+            self.log(f"{part}Cancelled: {e.message}.")
+
+    def _begin_part(self, e: TrainEvent) -> None:
+        """A new part of a cross-validation: its curves start empty."""
+        self._part_no, self._parts = e.part_no, e.parts
+        self.curves.clear(e.epochs)
+        self.log(f"{e.part[:1].upper()}{e.part[1:]} ({e.part_no} of {e.parts} trainings).")
 
     def _set_progress(self, epochs_done: int, batch: int, batches: int) -> None:
         if self._epochs:
-            done = (epochs_done + batch / max(1, batches)) / self._epochs
+            done = min(1.0, (epochs_done + batch / max(1, batches)) / self._epochs)
+            if self._parts:
+                # Every part of a cross-validation gets an equal share of the bar.
+                done = (self._part_no - 1 + done) / self._parts
             self.progress.setValue(int(50 + 950 * min(1.0, done)))
 
     def _show_speed(self, images_per_s: float | None, eta_s: float | None) -> None:
         parts = []
         if images_per_s:
             parts.append(f"{images_per_s:,.0f} images/s")
-        parts.append(f"{format_duration(eta_s)} left")
+        if self._parts and eta_s is not None:
+            parts.append(f"{format_duration(eta_s)} left in this part")
+            parts.append(f"about {format_duration(self.time_left_in_all(eta_s))} in all")
+        else:
+            parts.append(f"{format_duration(eta_s)} left")
         self.speed_label.setText(" · ".join(parts))
+
+    def time_left_in_all(self, eta_s: float) -> float:
+        """A cross-validation's time left: the part under way's ``eta_s``, and each part
+        after it as long as this one is taking in all (the final model's a little
+        longer: it trains on somewhat more tiles)."""
+        elapsed = time.monotonic() - self._part_started
+        epochs_left = max(1, self._epochs - self._part_first_epoch)
+        whole_part = (elapsed + eta_s) * self._epochs / epochs_left
+        return eta_s + max(0, self._parts - self._part_no) * whole_part
 
     def cancelled_text(self, result: FitResult) -> str:
         """What a cancelled run left, and what Start or Resume does next."""
@@ -451,46 +582,112 @@ class TrainingDialog(QDialog):
             "Cancelled while reading the tiles: nothing was trained or saved. Start begins afresh."
         )
 
-    def finished_text(self, result: FitResult) -> str:
-        """'Finished in 2 h 10 min' (all the run's parts), and the test figures."""
+    def crossval_cancelled_text(self, crossval: CrossValResult) -> str:
+        """What a cancelled cross-validation left, and what Resume continues."""
+        cfg = crossval.config
+        parts = cfg.folds + 1
+        stopped = crossval.final or (crossval.folds[-1] if crossval.folds else None)
+        if stopped is None:
+            return (
+                "Cancelled while reading the tiles: nothing was trained or saved. Start "
+                "begins afresh."
+            )
+        part = "the final model" if crossval.final is not None else f"fold {len(crossval.folds)}"
+        finished = len(crossval.folds) - (crossval.final is None)
+        when = (
+            f"after epoch {stopped.epochs_done} of {cfg.epochs}"
+            if stopped.epochs_done
+            else "before its first epoch was completed"
+        )
+        return (
+            f"Cancelled in {part} of the {cfg.folds}-fold cross-validation {when} ({finished} "
+            f"of {parts} trainings finished). Resume continues from there."
+        )
+
+    def finished_text(self, result: FitResult | CrossValResult) -> str:
+        """'Finished in 2 h 10 min' (all the run's parts), and the test figures; for a
+        cross-validation both figures: the final model's test and the unseen specimens'."""
+        crossval = result if isinstance(result, CrossValResult) else None
+        run = self.ended_part(crossval) if crossval is not None else result
         part = time.monotonic() - self._started
-        total = max(result.elapsed_s, part)
+        runs = [run] if crossval is None else [*crossval.folds, *filter(None, [crossval.final])]
+        # Each run counts its own earlier sessions (resumed ones) and reading the tiles;
+        # the folds of a cross-validation read them once for all.
+        total = max(sum(r.elapsed_s for r in runs), part)
         elapsed = elapsed_duration(total)
         if self._resumed and total - part >= 1:
             elapsed += f" in all ({elapsed_duration(part)} since resuming)"
-        metrics = result.test_metrics or {}
-        return (
-            f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %, "
-            f"macro F1 {metrics.get('macro_f1', 0):.3f}."
-        )
+        metrics = run.test_metrics or {}
+        text = f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %"
+        if crossval is not None and crossval.summary:
+            unseen = crossval.summary["accuracy"] * 100
+            return f"{text} on specimens seen in training, {unseen:.1f} % on unseen ones."
+        return f"{text}, macro F1 {metrics.get('macro_f1', 0):.3f}."
 
-    def _on_finished(self, job_id: int, result: FitResult) -> None:
+    def _on_finished(self, job_id: int, outcome: FitResult | CrossValResult) -> None:
+        if isinstance(outcome, CrossValResult):
+            self.crossval = outcome
+            result = self.ended_part(outcome)
+        else:
+            result = outcome
         self.result = result
         self.curves.set_history(result.history, result.config.epochs)
         if result.cancelled:
-            self.status_label.setText(self.cancelled_text(result))
+            text = (
+                self.crossval_cancelled_text(outcome)
+                if isinstance(outcome, CrossValResult)
+                else self.cancelled_text(result)
+            )
+            self.status_label.setText(text)
             self.speed_label.clear()
         else:
             metrics = result.test_metrics or {}
             colors = result.dataset.class_colors if result.dataset is not None else None
+            report = result.report or {}
             self.results.set_results(
                 metrics,
                 colors,
                 best_epoch=result.best_epoch,
                 scale=result.scale,
                 notes=result.notes,
+                unseen=report.get("unseen_specimens"),
+                test_split=report.get("test_split") or "tile",
+                test_specimens=(report.get("specimens") or {}).get("test"),
             )
             self.tabs.setCurrentWidget(self.results)
-            # The tables need the room more than the finished curves do.
+            # The tables need the room more than the finished curves do (a
+            # cross-validation's two figures and per-fold table the more).
             total = sum(self.right_splitter.sizes())
-            self.right_splitter.setSizes([total - 330, 330])
+            room = 330 if self.crossval is None else max(330, total - 230)
+            self.right_splitter.setSizes([total - room, room])
             self.progress.setValue(1000)
-            self.status_label.setText(self.finished_text(result))
+            self.status_label.setText(self.finished_text(outcome))
             self.speed_label.setText(f"best model: epoch {result.best_epoch}")
+            if self.crossval is not None:
+                self.log(f"Cross-validation by specimen: {self.crossval.crossval_path}.")
             self.log(f"Finished. Best model: {result.best_path}; report in {result.out}.")
         self._emit_state("")
         self._after_run()
         self.run_finished.emit(result)
+
+    @staticmethod
+    def ended_part(crossval: CrossValResult) -> FitResult:
+        """The run that ended ``crossval``: its final model's, else the last fold's, else
+        (stopped while reading the tiles) an empty cancelled one."""
+        if crossval.final is not None:
+            return crossval.final
+        if crossval.folds:
+            return crossval.folds[-1]
+        return FitResult(
+            crossval.out,
+            crossval.config,
+            epochs_done=0,
+            history=[],
+            best_epoch=0,
+            best_val_loss=float("inf"),
+            split_counts={},
+            cancelled=True,
+        )
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
         self.status_label.setText("Stopped by an error.")

@@ -5,7 +5,15 @@ on a worker thread: file names only, nothing decoded) and shows its classes and
 image counts, or the :class:`~histoviewer.errors.DatasetError` in red. It looks
 into the output folder too: a ``last.pt`` there is an earlier run, which can be
 resumed (its settings are shown) but not overwritten by a new one; other files of a
-run without a ``last.pt`` make the folder unusable for a new run as well.
+run without a ``last.pt`` make the folder unusable for a new run as well. A folder
+holding a cross-validation by specimen (``crossval.json``, ``fold-N`` folders) is an
+earlier run too: Resume continues it at the fold (or final model) it stopped in.
+
+"Also test on unseen specimens" turns a run into a cross-validation by specimen
+(:mod:`histoviewer.training.crossval`): one training per fold, each tested on the
+specimens it never saw, then the final model, K + 1 trainings in all. The specimens
+are read from the file names as soon as the tiles are checked, so that tiles whose
+names carry none are refused before hours of work, not after the tiles are read.
 
 Every choice is remembered in the settings as it is made and comes back the next time
 the dialog opens. Below the training settings the form says about how long the run
@@ -53,8 +61,17 @@ from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import ARCHITECTURES
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
+from histoviewer.training import report as reporting
 from histoviewer.training.checkpoint import LAST_FILE, load_last
-from histoviewer.training.run_folder import earlier_run_files
+from histoviewer.training.crossval import (
+    CROSSVAL_FILE,
+    earlier_files,
+    fold_folder,
+    is_crossval,
+    saved_config,
+)
+from histoviewer.training.specimens import compile_pattern, specimen_of
+from histoviewer.training.split import GROUPED_VAL_SHARE
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +100,40 @@ SPEED_BASES = {
 }
 
 
+#: Fold counts the form offers for the cross-validation by specimen.
+MIN_FOLDS, MAX_FOLDS, DEFAULT_FOLDS = 2, 10, 5
+
+
 @dataclass(frozen=True)
 class EarlierRun:
-    """What ``last.pt`` in the output folder says about the run that wrote it."""
+    """What ``last.pt`` in the output folder says about the run that wrote it.
+
+    For a cross-validation by specimen (``parts`` > 0: its folds and the final model),
+    ``config`` is the whole cross-validation's (crossval.json), ``part_no`` the part
+    Resume continues (1 to ``parts``; ``parts`` is the final model) and ``epoch`` the
+    epochs completed in that part; ``finished``: every part is.
+    """
 
     folder: str
     epoch: int  # completed epochs
     epochs: int
     config: dict[str, Any]
     finished: bool  # the test results were written (report.json)
+    parts: int = 0  # 0: a single run; folds + 1 for a cross-validation
+    part_no: int = 0
+
+    @property
+    def crossval(self) -> bool:
+        return self.parts > 0
+
+    @property
+    def part_name(self) -> str:
+        """'fold 2 of 5' or 'the final model' (the part Resume continues); '' for a run."""
+        if not self.crossval:
+            return ""
+        if self.part_no >= self.parts:
+            return "the final model"
+        return f"fold {self.part_no} of {self.parts - 1}"
 
 
 def _epochs(n: int) -> str:
@@ -140,19 +182,38 @@ def typical_speed(arch: str, device_type: str, image_size: int) -> Speed:
     return Speed(base * factor, base * factor * EVAL_SPEEDUP, "typical")
 
 
+def _used_tiles(counts: list[int], cfg: TrainConfig) -> int:
+    limit = cfg.limit_per_class
+    return sum(min(n, limit) if limit else n for n in counts)
+
+
 def split_sizes(counts: list[int], cfg: TrainConfig) -> tuple[int, int, int]:
     """About how many tiles of ``counts`` (per class) train, validate and test under
-    ``cfg``'s images-per-class limit and split fractions."""
-    limit = cfg.limit_per_class
-    total = sum(min(n, limit) if limit else n for n in counts)
+    ``cfg``'s images-per-class limit and split fractions (the canonical split)."""
+    total = _used_tiles(counts, cfg)
     held = math.ceil(total * cfg.holdout)
     test = math.ceil(held * cfg.test_share)
     return total - held, held - test, test
 
 
+def fold_sizes(counts: list[int], cfg: TrainConfig) -> tuple[int, int, int]:
+    """About how many tiles train, validate and test in one fold of ``cfg``'s
+    cross-validation by specimen: a fold's specimens (about 1 / ``cfg.folds`` of the
+    tiles) test, a small share of the rest validates, the rest trains."""
+    total = _used_tiles(counts, cfg)
+    test = math.ceil(total / max(1, cfg.folds))
+    val = math.ceil((total - test) * GROUPED_VAL_SHARE)
+    return total - test - val, val, test
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """About how long ``epochs`` epochs of a run take (and its test at the end)."""
+    """About how long ``epochs`` epochs of a run take (and its test at the end).
+
+    For a cross-validation by specimen (``folds`` > 0) ``seconds`` covers every training
+    left, ``trainings`` of the ``folds`` + 1 (the folds, on ``fold_train_images`` tiles
+    an epoch each, then the final model on ``train_images``), ``epochs`` each.
+    """
 
     seconds: float
     epochs: int
@@ -162,22 +223,48 @@ class Estimate:
     batch_size: int
     where: str  # "this CPU", "the GPU", ...
     speed: Speed
+    folds: int = 0  # 0: a single run
+    fold_train_images: int = 0
+    trainings: int = 1
 
     @classmethod
     def of(
-        cls, cfg: TrainConfig, epochs: int, counts: list[int], speed: Speed, where: str
+        cls,
+        cfg: TrainConfig,
+        epochs: int,
+        counts: list[int],
+        speed: Speed,
+        where: str,
+        *,
+        from_part: int = 1,
+        part_epochs_done: int = 0,
     ) -> Estimate:
-        train, val, test = split_sizes(counts, cfg)
-        per_epoch = train / speed.train + val / speed.eval
+        """``epochs`` epochs of ``cfg`` on tiles of ``counts`` (per class). For a
+        cross-validation ``epochs`` is each training's length, and resuming it starts
+        at part ``from_part`` (1 to folds + 1) of which ``part_epochs_done`` are done."""
+
+        def seconds(n: int, sizes: tuple[int, int, int]) -> float:
+            train, val, test = sizes
+            return max(0, n) * (train / speed.train + val / speed.eval) + test / speed.eval
+
+        canonical = split_sizes(counts, cfg)
+        common = (cfg.arch, cfg.image_size, cfg.batch_size, where, speed)
+        if not is_crossval(cfg):
+            return cls(seconds(epochs, canonical), epochs, canonical[0], *common)
+        fold = fold_sizes(counts, cfg)
+        parts = cfg.folds + 1
+        total = 0.0
+        for part in range(max(1, from_part), parts + 1):
+            left = epochs - (part_epochs_done if part == from_part else 0)
+            total += seconds(left, fold if part <= cfg.folds else canonical)
         return cls(
-            epochs * per_epoch + test / speed.eval,
+            total,
             epochs,
-            train,
-            cfg.arch,
-            cfg.image_size,
-            cfg.batch_size,
-            where,
-            speed,
+            canonical[0],
+            *common,
+            folds=cfg.folds,
+            fold_train_images=fold[0],
+            trainings=parts - max(1, from_part) + 1,
         )
 
     @property
@@ -187,10 +274,29 @@ class Estimate:
 
     @property
     def work(self) -> str:
-        """'15 epochs x 80,000 training tiles, resnet50 at 224 px, batch 64'."""
+        """'15 epochs x 80,000 training tiles, resnet50 at 224 px, batch 64'; for a
+        cross-validation '6 trainings of 15 epochs (5 folds on about 76,000 training
+        tiles each, then the final model on 80,000), resnet50 at 224 px, batch 64'."""
+        model = f"{self.arch} at {self.image_size} px, batch {self.batch_size}"
+        if not self.folds:
+            return f"{_epochs(self.epochs)} × {self.train_images:,} training tiles, {model}"
+        sizes = (
+            f"on about {self.fold_train_images:,} training tiles each, then the final model "
+            f"on {self.train_images:,}"
+        )
+        if self.trainings > self.folds:
+            return (
+                f"{self.trainings} trainings of {_epochs(self.epochs)} ({self.folds} folds "
+                f"{sizes}), {model}"
+            )
+        if self.trainings == 1:
+            return (
+                f"the final model left, {_epochs(self.epochs)} × {self.train_images:,} "
+                f"training tiles, {model}"
+            )
         return (
-            f"{_epochs(self.epochs)} × {self.train_images:,} training tiles, "
-            f"{self.arch} at {self.image_size} px, batch {self.batch_size}"
+            f"{self.trainings} of {self.folds + 1} trainings left, {_epochs(self.epochs)} each "
+            f"(the folds {sizes}), {model}"
         )
 
     @property
@@ -289,15 +395,18 @@ def new_run_folder(root: Path, preset_name: str) -> Path:
 
 
 def inspect_run(folder: str) -> EarlierRun | None:
-    """The earlier run in ``folder``, None when there is none (raises HistoViewerError
-    when ``last.pt`` is there but unreadable, or missing beside other files of a run)."""
+    """The earlier run or cross-validation in ``folder``, None when there is none (raises
+    HistoViewerError when ``last.pt`` or ``crossval.json`` is there but unreadable, or
+    when files of a run lie there, or in a ``fold-N`` folder, without either)."""
+    if (Path(folder) / CROSSVAL_FILE).is_file():
+        return inspect_crossval(folder)
     path = Path(folder) / LAST_FILE
     if not path.is_file():
-        if files := earlier_run_files(folder):
+        if files := earlier_files(folder):
             # A model or report without the checkpoint: nothing to resume, much to lose.
+            names = ", ".join(p.relative_to(Path(folder).expanduser()).as_posix() for p in files)
             raise HistoViewerError(
-                f"{folder} holds files of an earlier run "
-                f"({', '.join(p.name for p in files)}) but no {LAST_FILE} to resume it"
+                f"{folder} holds files of an earlier run ({names}) but no {LAST_FILE} to resume it"
             )
         return None
     checkpoint = load_last(path)
@@ -306,6 +415,65 @@ def inspect_run(folder: str) -> EarlierRun | None:
     epoch = int(checkpoint.get("epoch", 0))
     finished = epoch >= epochs and (Path(folder) / "report.json").is_file()
     return EarlierRun(str(folder), epoch, epochs, cfg, finished)
+
+
+def inspect_crossval(folder: str) -> EarlierRun:
+    """The cross-validation by specimen in ``folder`` (its crossval.json): which part
+    Resume continues (the first whose run has no report.json yet) and how far that part
+    got (its ``last.pt``); HistoViewerError when a file cannot be read."""
+    try:
+        cfg = saved_config(folder)
+    except (KeyError, TypeError, ValueError) as exc:  # not written by this program
+        raise HistoViewerError(
+            f"cannot read the cross-validation in {Path(folder) / CROSSVAL_FILE} ({exc})"
+        ) from None
+    if cfg is None:
+        raise HistoViewerError(f"{folder} holds no {CROSSVAL_FILE}")
+    parts = cfg.folds + 1
+    part_no, epoch = parts, cfg.epochs
+    for part in range(1, parts + 1):
+        run = fold_folder(folder, part) if part < parts else Path(folder)
+        if (run / reporting.REPORT_FILE).is_file():
+            continue  # finished (a finished fold is only tested again on resume)
+        part_no = part
+        last = run / LAST_FILE
+        epoch = int(load_last(last).get("epoch", 0)) if last.is_file() else 0
+        break
+    finished = part_no == parts and (Path(folder) / reporting.REPORT_FILE).is_file()
+    return EarlierRun(str(folder), epoch, cfg.epochs, cfg.to_dict(), finished, parts, part_no)
+
+
+def specimen_names(stems: list[str]) -> tuple[list[str], int, str]:
+    """The specimens named in ``stems`` (file names without extension) by the default
+    pattern (Kather 2016 CRC-Prim-HE-NN, TCGA barcodes), sorted; how many names carry
+    none, and the first such name ("" if every name carries one)."""
+    pattern = compile_pattern(None)
+    found: set[str] = set()
+    missing, example = 0, ""
+    for stem in stems:
+        specimen = specimen_of(stem, pattern)
+        if specimen is None:
+            missing += 1
+            example = example or stem
+        else:
+            found.add(specimen)
+    return sorted(found), missing, example
+
+
+@dataclass(frozen=True)
+class CheckedTiles:
+    """What the dataset check found: the tiles and the specimens in their names."""
+
+    index: TileIndex
+    specimens: list[str]
+    unnamed: int  # file names that carry no specimen
+    unnamed_example: str
+
+
+def check_tiles(path: str) -> CheckedTiles:
+    """List the tiles in ``path`` (nothing decoded) and read their specimens."""
+    index = list_tiles(path)
+    return CheckedTiles(index, *specimen_names(index.stems))
 
 
 class LearningRateBox(QDoubleSpinBox):
@@ -380,6 +548,7 @@ class TrainingForm(QWidget):
         self.earlier_run: EarlierRun | None = None
         self.run_problem = ""  # why the output folder cannot be used, if it cannot
         self._counts: list[int] = []  # images per class of the checked dataset
+        self.checked: CheckedTiles | None = None  # the specimens in the tiles' names
         self._editable = True
         self._measuring: tuple | None = None  # the speed_key being measured
         self._meter = JobRunner(self)
@@ -469,6 +638,40 @@ class TrainingForm(QWidget):
         form.addRow("Image size:", self.image_spin)
         form.addRow("Learning rate:", self.lr_spin)
         form.addRow("Device:", self.device_combo)
+        unseen_tip = (
+            "Also measure the accuracy to expect on a new patient: the tiles' specimens, "
+            "read from the file names (like CRC-Prim-HE-03 in the Kather 2016 tiles, or "
+            "TCGA-XX-XXXX), are dealt into folds; one model is trained per fold and tested "
+            "on that fold's specimens, which it never saw. Then the final model is trained "
+            "as usual. K folds: K + 1 trainings in all, each about as long as one run."
+        )
+        self.unseen_check = QCheckBox("Also test on unseen specimens")
+        self.unseen_check.setToolTip(unseen_tip)
+        self.folds_spin = QSpinBox(minimum=MIN_FOLDS, maximum=MAX_FOLDS)
+        self.folds_spin.setValue(DEFAULT_FOLDS)
+        self.folds_spin.setToolTip(
+            "How many folds the specimens are dealt into: each fold's model trains on the "
+            "others' specimens. More folds train on more tiles each, but take longer "
+            "(folds + 1 trainings)."
+        )
+        self.folds_spin.setEnabled(False)
+        self.folds_label = QLabel("Folds:")
+        self.folds_label.setBuddy(self.folds_spin)
+        self.folds_label.setToolTip(self.folds_spin.toolTip())
+        self.unseen_check.toggled.connect(self.folds_spin.setEnabled)
+        unseen_row = QHBoxLayout()
+        unseen_row.setContentsMargins(0, 0, 0, 0)
+        unseen_row.addWidget(self.unseen_check)
+        unseen_row.addSpacing(12)
+        unseen_row.addWidget(self.folds_label)
+        unseen_row.addWidget(self.folds_spin)
+        unseen_row.addStretch(1)
+        form.addRow(unseen_row)
+        self.specimen_label = QLabel()
+        self.specimen_label.setWordWrap(True)
+        self.specimen_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.specimen_label.setVisible(False)
+        form.addRow(self.specimen_label)
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         self.estimate_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -536,6 +739,11 @@ class TrainingForm(QWidget):
         self.data_edit.textChanged.connect(self._data_edited)
         self.out_edit.textChanged.connect(self._out_edited)
         self.preset_combo.currentTextChanged.connect(self.apply_preset)
+        self.unseen_check.toggled.connect(self._show_specimens)
+        self.folds_spin.valueChanged.connect(self._show_specimens)
+        # Start depends on whether the specimens allow the folds.
+        self.unseen_check.toggled.connect(self.changed)
+        self.folds_spin.valueChanged.connect(self.changed)
         # Enter must never press a button here (the dialog's buttons start hours of work),
         # and the wheel must scroll the form, not change the field under the pointer.
         for button in self.findChildren(QPushButton):
@@ -557,11 +765,12 @@ class TrainingForm(QWidget):
         if data := config.training_value(self.settings, "data"):
             self.data_edit.setText(data)
         last = config.training_value(self.settings, "last_run")
-        # An interrupted run (the app was closed or crashed) is offered again.
+        # An interrupted run or cross-validation (the app was closed or crashed) is
+        # offered again; a finished one has its (final model's) report.json.
         if (
             last
-            and (Path(last) / LAST_FILE).is_file()
-            and not (Path(last) / "report.json").exists()
+            and any((Path(last) / name).is_file() for name in (LAST_FILE, CROSSVAL_FILE))
+            and not (Path(last) / reporting.REPORT_FILE).exists()
         ):
             self.out_edit.setText(last)
         else:
@@ -604,6 +813,12 @@ class TrainingForm(QWidget):
         if augment := saved("augment"):
             self.augment_check.setChecked(augment == "true")
         self.advanced_box.setChecked(saved("advanced") == "true")
+        try:
+            folds = int(saved("folds"))
+        except ValueError:
+            folds = DEFAULT_FOLDS
+        self.folds_spin.setValue(min(MAX_FOLDS, max(MIN_FOLDS, folds)))
+        self.unseen_check.setChecked(saved("unseen_specimens") == "true")
 
     def _watch(self) -> None:
         # Connected after _restore: restoring writes nothing back.
@@ -622,6 +837,8 @@ class TrainingForm(QWidget):
             self.limit_spin.valueChanged,
             self.mpp_spin.valueChanged,
             self.advanced_box.toggled,
+            self.unseen_check.toggled,
+            self.folds_spin.valueChanged,
         ):
             signal.connect(self._edited)
         self.changed.connect(self._update_estimate)
@@ -653,6 +870,8 @@ class TrainingForm(QWidget):
             ("limit_per_class", str(self.limit_spin.value())),
             ("mpp", number(self.mpp_spin.value()) if self.mpp_given else ""),
             ("advanced", "true" if self.advanced_box.isChecked() else "false"),
+            ("unseen_specimens", "true" if self.unseen_check.isChecked() else "false"),
+            ("folds", str(self.folds_spin.value())),
         ):
             config.set_training_value(self.settings, key, value)
 
@@ -675,13 +894,17 @@ class TrainingForm(QWidget):
 
     def apply_config(self, cfg: TrainConfig, *, keep_preset: bool = False) -> None:
         """Show ``cfg``'s settings (data and output folder are left alone; with
-        ``keep_preset``, the tiles' scale and size too)."""
+        ``keep_preset``, the tiles' scale and size and the test on unseen specimens
+        too: they belong to the data and the question asked, not to a preset)."""
         if not keep_preset:
             self.preset_combo.blockSignals(True)
             self.preset_combo.setCurrentText(cfg.preset)
             self.preset_combo.blockSignals(False)
             self.set_tile_scale(cfg.mpp)
             self.tile_spin.setValue(cfg.patch_size or 0)
+            self.unseen_check.setChecked(is_crossval(cfg))
+            if MIN_FOLDS <= cfg.folds <= MAX_FOLDS:
+                self.folds_spin.setValue(cfg.folds)
         self.arch_combo.setCurrentText(cfg.arch)
         self.epochs_spin.setValue(cfg.epochs)
         self.batch_spin.setValue(cfg.batch_size)
@@ -707,11 +930,23 @@ class TrainingForm(QWidget):
         """The Epochs field: a run's length, and what a finished run is extended to."""
         return self.epochs_spin.value()
 
+    @property
+    def unseen_specimens(self) -> bool:
+        """Whether a new run is a cross-validation by specimen (the check box)."""
+        return self.unseen_check.isChecked()
+
+    @property
+    def folds(self) -> int:
+        return self.folds_spin.value()
+
     def can_resume(self) -> bool:
         """True when the folder's run can go on: interrupted, or finished and Epochs is
-        set above its length (extending it)."""
+        set above its length (extending it; not offered for a cross-validation, whose
+        every fold would have to be extended)."""
         run = self.earlier_run
-        return run is not None and (not run.finished or self.epochs > run.epochs)
+        if run is None:
+            return False
+        return not run.finished or (not run.crossval and self.epochs > run.epochs)
 
     def config(self) -> TrainConfig:
         """The run the form describes; HistoViewerError for a setting that cannot work."""
@@ -732,6 +967,9 @@ class TrainingForm(QWidget):
             "limit_per_class": self.limit_spin.value() or None,
             "device": self.device_combo.currentText(),
         }
+        if self.unseen_check.isChecked():
+            # fold 0: every fold in turn, then the final model (crossval.cross_validate).
+            changes.update(split_by="specimen", folds=self.folds_spin.value(), fold=0)
         if self.augment_check.isChecked() != base.augments:
             # On: the "best" preset's augmentation; off: none at all.
             source = PRESETS["best"]() if self.augment_check.isChecked() else preset("recipe")
@@ -784,14 +1022,17 @@ class TrainingForm(QWidget):
             self.advanced_box,
             self.out_edit,
             self.out_button,
+            self.unseen_check,
         ):
             w.setEnabled(on)
+        self.folds_spin.setEnabled(on and self.unseen_check.isChecked())
 
     # --- the dataset check --------------------------------------------------------------
 
     def _data_edited(self) -> None:
         self.dataset_ok = False
         self.index = None
+        self.checked = None
         self._check_timer.start()
         self.changed.emit()
 
@@ -801,17 +1042,21 @@ class TrainingForm(QWidget):
         path = self.data_edit.text().strip()
         self.dataset_ok = False
         self.index = None
+        self.checked = None
+        self._show_specimens()
         if not path:
             self._checker.cancel()
             self._show_check("Choose the labelled tiles to train on.", error=False)
             self.changed.emit()
             return
         self._show_check(f"Checking {path}...", error=False)
-        self._checker.start(lambda ctx: list_tiles(path), f"use {path} for training")
+        self._checker.start(lambda ctx: check_tiles(path), f"use {path} for training")
         self.changed.emit()
 
-    def _on_checked(self, job_id: int, index: TileIndex) -> None:
+    def _on_checked(self, job_id: int, checked: CheckedTiles) -> None:
+        index = checked.index
         self.index = index
+        self.checked = checked
         self.dataset_ok = True
         counts = [int((index.labels == c).sum()) for c in range(len(index.class_folders))]
         self._counts = counts
@@ -834,13 +1079,65 @@ class TrainingForm(QWidget):
         if index.skipped:
             text += f" {len(index.skipped)} other file(s) will be left out."
         self._show_check(text, error=False, table=True)
+        self._show_specimens()
         self.changed.emit()
         if self.measure_speeds:
             self._measure_timer.start()
 
     def _on_check_failed(self, job_id: int, failure: JobFailure) -> None:
         self._show_check(sentence(failure.message), error=True)
+        self._show_specimens()
         self.changed.emit()
+
+    @property
+    def specimen_problem(self) -> str:
+        """Why the checked tiles cannot be tested on unseen specimens with the folds
+        asked for ("" when they can, when that is not asked, or before the check)."""
+        checked = self.checked
+        if not self.unseen_check.isChecked() or checked is None:
+            return ""
+        if checked.unnamed:
+            every = len(checked.index.entries)
+            share = "these" if checked.unnamed == every else f"{checked.unnamed:,} of these"
+            return (
+                f"No specimen can be read from {share} file names (e.g. "
+                f"'{checked.unnamed_example}'): testing on unseen specimens needs the "
+                "specimen in every name, like CRC-Prim-HE-03 (Kather 2016) or TCGA-XX-XXXX."
+            )
+        names, folds = checked.specimens, self.folds_spin.value()
+        if len(names) < 2:
+            return (
+                f"Every tile comes from one specimen ({names[0] if names else '-'}): "
+                "holding specimens out needs tiles of at least two."
+            )
+        if len(names) < folds:
+            return (
+                f"{folds} folds need at least {folds} specimens, but these tiles come from "
+                f"{len(names)}: set Folds to {len(names)} or fewer."
+            )
+        return ""
+
+    def _show_specimens(self) -> None:
+        label = self.specimen_label
+        checked = self.checked
+        on = self.unseen_check.isChecked()
+        label.setVisible(on and checked is not None)
+        if not on or checked is None:
+            return
+        problem = self.specimen_problem
+        if problem:
+            label.setText(problem)
+            label.setStyleSheet(ERROR_STYLE)
+            return
+        names, folds = checked.specimens, self.folds_spin.value()
+        low, high = len(names) // folds, math.ceil(len(names) / folds)
+        each = str(low) if low == high else f"{low} or {high}"
+        span = f"{names[0]} to {names[-1]}" if len(names) > 2 else " and ".join(names)
+        label.setText(
+            f"{len(names)} specimens in the file names ({span}): each of the {folds} folds "
+            f"tests {each} of them."
+        )
+        label.setStyleSheet("")
 
     def _show_check(self, text: str, *, error: bool, table: bool = False) -> None:
         self.check_label.setText(text)
@@ -902,6 +1199,9 @@ class TrainingForm(QWidget):
         if self.run_problem:
             self.run_label.setText(self.run_problem)
             self.run_label.setStyleSheet(ERROR_STYLE)
+        elif run is not None and run.crossval:
+            self.run_label.setText(self.crossval_text(run))
+            self.run_label.setStyleSheet("font-weight: bold;")
         elif run is not None and run.finished:
             self.run_label.setText(
                 f"A finished run of {_epochs(run.epochs)} is in this folder. To extend it, "
@@ -923,6 +1223,27 @@ class TrainingForm(QWidget):
             )
             self.run_label.setStyleSheet("font-weight: bold;")
         self.run_label.setVisible(bool(self.run_problem) or run is not None)
+
+    @staticmethod
+    def crossval_text(run: EarlierRun) -> str:
+        """What the cross-validation ``run`` in the output folder is, and what Resume does."""
+        folds = run.parts - 1
+        if run.finished:
+            return (
+                f"A finished {folds}-fold cross-validation by specimen and its final model "
+                "are in this folder; a new run needs another folder."
+            )
+        done = run.part_no - 1
+        where = (
+            f"in {run.part_name} after epoch {run.epoch} of {run.epochs}"
+            if run.epoch
+            else f"before {run.part_name} completed its first epoch"
+        )
+        return (
+            f"An interrupted {folds}-fold cross-validation by specimen was found {where} "
+            f"({done} of {run.parts} trainings finished): Resume continues it (a new run "
+            "needs another folder)."
+        )
 
     # --- file choosers (tests set the fields directly) ----------------------------------
 
@@ -982,11 +1303,17 @@ class TrainingForm(QWidget):
         self._update_estimate()
 
     def estimate(
-        self, cfg: TrainConfig | None = None, epochs: int | None = None
+        self,
+        cfg: TrainConfig | None = None,
+        epochs: int | None = None,
+        *,
+        from_part: int = 1,
+        part_epochs_done: int = 0,
     ) -> Estimate | None:
         """About how long ``epochs`` epochs (default: all) of ``cfg`` (default: the form's
         run) take on the tiles checked; None before they are, or for settings that cannot
-        work."""
+        work. A cross-validation counts every fold's training and the final model's
+        (``from_part`` and ``part_epochs_done``: where a resumed one goes on)."""
         from histoviewer.device import resolve_device
 
         if not self.dataset_ok or not self._counts:
@@ -998,7 +1325,15 @@ class TrainingForm(QWidget):
             return None
         speed = self.known_speed(cfg) or typical_speed(cfg.arch, device.type, cfg.image_size)
         epochs = cfg.epochs if epochs is None else epochs
-        return Estimate.of(cfg, epochs, self._counts, speed, device_place(device))
+        return Estimate.of(
+            cfg,
+            epochs,
+            self._counts,
+            speed,
+            device_place(device),
+            from_part=from_part,
+            part_epochs_done=part_epochs_done,
+        )
 
     def resume_config(self) -> TrainConfig:
         """The run Resume continues: the earlier run's settings, on the form's device,
@@ -1018,6 +1353,8 @@ class TrainingForm(QWidget):
             cfg = self.resume_config()
         except HistoViewerError:
             return None
+        if run.crossval:
+            return self.estimate(cfg, from_part=run.part_no, part_epochs_done=run.epoch)
         return self.estimate(cfg, max(0, cfg.epochs - run.epoch))
 
     def _update_estimate(self) -> None:

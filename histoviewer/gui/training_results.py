@@ -1,5 +1,14 @@
 """The test results of a finished training run: accuracy, macro F1, per-class scores
-and the confusion matrix (rows: true class, columns: predicted), as Qt tables."""
+and the confusion matrix (rows: true class, columns: predicted), as Qt tables.
+
+A run tested on the canonical (random over tiles) split measures how well the model
+knows the specimens it trained on. When a cross-validation by specimen was run beside
+it (``unseen``: its summary, ``report["unseen_specimens"]``), the two figures stand
+side by side at the top, each with what it means, and the per-class table and the
+confusion matrix switch between the test split and the unseen specimens (every
+fold's test tiles pooled); a per-fold table says which specimens each fold held out.
+A class with no test tile is not scored: its scores read "–", never 0.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,17 @@ import html
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QButtonGroup,
+    QFrame,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QRadioButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -20,9 +34,17 @@ from PySide6.QtWidgets import (
 )
 
 from histoviewer.gui.legend import ColorSwatch, class_label
+from histoviewer.training.crossval import TILE_SPLIT_MEANING, UNSEEN_MEANING
 
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 _CENTER = Qt.AlignmentFlag.AlignCenter
+_LEFT = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+_ROW_HEIGHT = 22
+#: What an unscored figure shows, and why (a class with no tile in the tested set).
+NOT_SCORED = "–"
+NOT_SCORED_TIP = "No tiles of this class here: not scored"
+#: The two views of the per-class table and the confusion matrix.
+TEST_VIEW, UNSEEN_VIEW = "test", "unseen"
 
 
 def _table(rows: int, cols: int) -> QTableWidget:
@@ -30,8 +52,14 @@ def _table(rows: int, cols: int) -> QTableWidget:
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-    table.verticalHeader().setDefaultSectionSize(22)
+    table.verticalHeader().setDefaultSectionSize(_ROW_HEIGHT)
     return table
+
+
+def _fit_height(table: QTableWidget) -> None:
+    """Show every row without a scroll bar of its own (the panel scrolls instead)."""
+    header = table.horizontalHeader().sizeHint().height()
+    table.setFixedHeight(table.rowCount() * _ROW_HEIGHT + header + 2 * table.frameWidth() + 2)
 
 
 def _item(text: str, align: Qt.AlignmentFlag = _RIGHT) -> QTableWidgetItem:
@@ -40,40 +68,169 @@ def _item(text: str, align: Qt.AlignmentFlag = _RIGHT) -> QTableWidgetItem:
     return item
 
 
+def _score(value: float | None) -> QTableWidgetItem:
+    if value is None:
+        item = _item(NOT_SCORED, _CENTER)
+        item.setToolTip(NOT_SCORED_TIP)
+        return item
+    return _item(f"{value:.3f}")
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def _figure_box(figure: QLabel, meaning: QLabel) -> QFrame:
+    box = QFrame()
+    box.setFrameShape(QFrame.Shape.StyledPanel)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(8, 6, 8, 6)
+    layout.setSpacing(2)
+    layout.addWidget(figure)
+    layout.addWidget(meaning)
+    layout.addStretch(1)
+    return box
+
+
+def _label(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+def _meaning_label() -> QLabel:
+    """Smaller, quieter text under a figure (the theme's placeholder colour)."""
+    label = _label()
+    font = QFont(label.font())
+    if font.pointSizeF() > 0:
+        font.setPointSizeF(font.pointSizeF() * 0.9)
+    label.setFont(font)
+    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    return label
+
+
 class ResultsPanel(QWidget):
-    """Shows :func:`histoviewer.training.classification_metrics` output."""
+    """Shows :func:`histoviewer.training.classification_metrics` output, and beside it
+    the unseen-specimen figures of a cross-validation when there are some."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.summary = QLabel("The test results appear here when a run has finished.")
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # The two figures of a run with a cross-validation, side by side.
+        self.test_figure = _label()
+        self.test_meaning = _meaning_label()
+        self.unseen_figure = _label()
+        self.unseen_meaning = _meaning_label()
+        self.figures = QWidget()
+        figures = QHBoxLayout(self.figures)
+        figures.setContentsMargins(0, 0, 0, 0)
+        figures.addWidget(_figure_box(self.test_figure, self.test_meaning), 1)
+        figures.addWidget(_figure_box(self.unseen_figure, self.unseen_meaning), 1)
+        self.figures.setVisible(False)
+
+        self.summary = _label("The test results appear here when a run has finished.")
+
+        # Which results the per-class table and the confusion matrix show.
+        self.test_button = QRadioButton("Test split")
+        self.unseen_button = QRadioButton("Unseen specimens")
+        self.test_button.setChecked(True)
+        self.view_group = QButtonGroup(self)
+        self.view_group.addButton(self.test_button)
+        self.view_group.addButton(self.unseen_button)
+        self.test_button.toggled.connect(self._show_view)
+        self.views = QWidget()
+        views = QHBoxLayout(self.views)
+        views.setContentsMargins(0, 0, 0, 0)
+        views.addWidget(QLabel("Per class and confusion matrix of:"))
+        views.addWidget(self.test_button)
+        views.addWidget(self.unseen_button)
+        views.addStretch(1)
+        self.views.setVisible(False)
+
         self.per_class = _table(0, 5)
         self.per_class.setHorizontalHeaderLabels(["Class", "Precision", "Recall", "F1", "Images"])
         self.per_class.verticalHeader().setVisible(False)
         self.per_class.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.confusion = _table(0, 0)
         self.confusion.setToolTip("Rows: true class; columns: predicted class")
-        confusion_box = QVBoxLayout()
-        confusion_box.addWidget(QLabel("Confusion matrix (rows: true class, columns: predicted)"))
-        confusion_box.addWidget(self.confusion)
-        per_class_box = QVBoxLayout()
-        per_class_box.addWidget(QLabel("Per class"))
-        per_class_box.addWidget(self.per_class)
-        tables = QHBoxLayout()
-        tables.addLayout(per_class_box, 1)
-        tables.addLayout(confusion_box, 1)
-        layout = QVBoxLayout(self)
+        self.per_class_title = QLabel("Per class")
+        self.confusion_title = QLabel("Confusion matrix (rows: true class, columns: predicted)")
+        self.confusion_title.setWordWrap(True)
+        self.per_class_title.setWordWrap(True)
+        # Titles in one row, tables in the next: a title that wraps keeps both tables'
+        # rows level.
+        tables = QGridLayout()
+        tables.addWidget(self.per_class_title, 0, 0, Qt.AlignmentFlag.AlignBottom)
+        tables.addWidget(self.confusion_title, 0, 1, Qt.AlignmentFlag.AlignBottom)
+        tables.addWidget(self.per_class, 1, 0, Qt.AlignmentFlag.AlignTop)
+        tables.addWidget(self.confusion, 1, 1, Qt.AlignmentFlag.AlignTop)
+        tables.setColumnStretch(0, 1)
+        tables.setColumnStretch(1, 1)
+
+        self.per_fold = _table(0, 5)
+        self.per_fold.setHorizontalHeaderLabels(
+            ["Fold", "Specimens held out", "Tiles", "Accuracy", "Classes not tested"]
+        )
+        tips = (
+            "Each fold's model was trained on the other folds' specimens",
+            "The specimens this fold's model never saw: its test tiles",
+            "Test tiles of this fold",
+            "Accuracy of this fold's model on its held-out specimens",
+            "Classes with no tile in this fold's specimens: this fold cannot test them",
+        )
+        for col, tip in enumerate(tips):
+            self.per_fold.horizontalHeaderItem(col).setToolTip(tip)
+        self.per_fold.verticalHeader().setVisible(False)
+        header = self.per_fold.horizontalHeader()
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for col in (0, 2, 3, 4):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.per_fold_title = QLabel()
+        self.per_fold_box = QWidget()
+        per_fold_layout = QVBoxLayout(self.per_fold_box)
+        per_fold_layout.setContentsMargins(0, 0, 0, 0)
+        per_fold_layout.addWidget(self.per_fold_title)
+        per_fold_layout.addWidget(self.per_fold)
+        self.per_fold_box.setVisible(False)
+
+        # Two figures, a per-fold table and eight classes are more than the dialog's
+        # lower half holds: the panel scrolls as a whole, its tables never on their own.
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.summary)
-        layout.addLayout(tables, 1)
+        layout.addWidget(self.figures)
+        layout.addWidget(self.views)
+        layout.addLayout(tables)
+        layout.addWidget(self.per_fold_box)
+        layout.addStretch(1)
+        self._content = layout
+        scroll = QScrollArea()
+        scroll.setWidget(content)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
         self.metrics: dict[str, Any] | None = None
+        self.unseen: dict[str, Any] | None = None
+        self._colors: list[tuple[int, int, int]] = []
 
     def clear(self) -> None:
         self.metrics = None
+        self._content.removeWidget(self.summary)
+        self._content.insertWidget(0, self.summary)
+        self.unseen = None
+        self.figures.setVisible(False)
+        self.views.setVisible(False)
+        self.per_fold_box.setVisible(False)
         self.summary.setText("The test results appear here when a run has finished.")
         self.per_class.setRowCount(0)
         self.confusion.setRowCount(0)
         self.confusion.setColumnCount(0)
+        self.per_fold.setRowCount(0)
 
     def set_results(
         self,
@@ -83,38 +240,170 @@ class ResultsPanel(QWidget):
         best_epoch: int | None = None,
         scale: dict[str, Any] | None = None,
         notes: list[str] | None = None,
+        unseen: dict[str, Any] | None = None,
+        test_split: str = "tile",
+        test_specimens: list[str] | None = None,
     ) -> None:
         """Show ``metrics``; ``colors`` give each class its swatch; ``scale`` (the run's
         :func:`~histoviewer.training.trainer.scale_summary`) and ``notes`` go under the
-        headline."""
+        headline.
+
+        ``unseen``: the unseen-specimen summary of a cross-validation run beside this
+        run (report.json's ``unseen_specimens``), shown as a second figure, a view of
+        the tables and a per-fold table. ``test_split``: the report's ``test_split``;
+        "specimen" (a run that held out ``test_specimens``) says so in the headline.
+        The view shown is the test split's."""
         self.metrics = metrics
+        self.unseen = unseen
         names = list(metrics["class_names"])
-        colors = colors or [(128, 128, 128)] * len(names)
-        text = (
-            f"<b>Test accuracy {metrics['accuracy'] * 100:.1f} %</b> · macro F1 "
-            f"{metrics['macro_f1']:.3f} · {metrics['n']:,} test images"
-        )
-        if best_epoch:
-            text += f" · model of epoch {best_epoch} (lowest validation loss)"
+        self._colors = list(colors or [(128, 128, 128)] * len(names))
+        accuracy = _percent(metrics["accuracy"])
+        figures = f"macro F1 {metrics['macro_f1']:.3f} · {metrics['n']:,} test images"
+        if unseen is not None:
+            # The figures stand in their boxes above; the model and scale come here.
+            self._show_figures(metrics, unseen)
+            lines = ["The model to use is the final model, trained on the canonical split"]
+        elif test_split == "specimen":
+            which = f" ({', '.join(test_specimens)})" if test_specimens else ""
+            lines = [f"<b>Test accuracy on unseen specimens{which}: {accuracy}</b> · {figures}"]
+        else:
+            lines = [f"<b>Test accuracy {accuracy}</b> · {figures}"]
+        if best_epoch and unseen is not None:
+            lines[0] += f": its epoch {best_epoch} (lowest validation loss)"
+        elif best_epoch:
+            lines[0] += f" · model of epoch {best_epoch} (lowest validation loss)"
         if scale:
             assumed = " (assumed)" if scale.get("mpp_assumed") else ""
-            text += (
-                f"<br>Patches: {scale['patch_size']} px at {scale['mpp']:.4g} µm/px "
+            lines.append(
+                f"Patches: {scale['patch_size']} px at {scale['mpp']:.4g} µm/px "
                 f"({scale['patch_microns']:.4g} µm of tissue); tiles at "
                 f"{scale['tile_mpp']:g} µm/px{assumed}"
             )
-        for note in notes or []:
-            text += f"<br><i>Note: {html.escape(note, quote=False)}</i>"
-        self.summary.setText(text)
+        lines += [f"<i>Note: {html.escape(note, quote=False)}</i>" for note in notes or []]
+        self.summary.setText("<br>".join(lines))
+        # A single run's headline comes first; beside two figures the model, scale and
+        # notes go under the tables, which then show without scrolling.
+        self._content.removeWidget(self.summary)
+        self._content.insertWidget(0 if unseen is None else self._content.count() - 1, self.summary)
+        self.figures.setVisible(unseen is not None)
+        self.views.setVisible(unseen is not None)
+        if unseen is not None:
+            self._show_per_fold(unseen)
+        self.test_button.blockSignals(True)
+        self.test_button.setChecked(True)
+        self.test_button.blockSignals(False)
+        self._show_view()
 
+    def _show_figures(self, metrics: dict[str, Any], unseen: dict[str, Any]) -> None:
+        self.test_figure.setText(
+            f"<b>Test accuracy {_percent(metrics['accuracy'])}</b> (tiles of specimens seen "
+            "in training)"
+        )
+        meaning = html.escape(TILE_SPLIT_MEANING, quote=False)
+        self.test_meaning.setText(
+            f"{meaning}<br>Macro F1 {metrics['macro_f1']:.3f} · {metrics['n']:,} test tiles."
+        )
+        folds = unseen["folds"]
+        spread = (
+            f"{unseen['fold_accuracy_mean'] * 100:.1f} ± {unseen['fold_accuracy_sd'] * 100:.1f} %"
+        )
+        self.unseen_figure.setText(
+            f"<b>Unseen specimens {_percent(unseen['accuracy'])}</b> ({folds}-fold "
+            f"cross-validation by specimen, per fold {spread})"
+        )
+        specimens = len(unseen.get("specimens") or [])
+        untested = unseen.get("untested") or []
+        missing = f" No tile of {', '.join(untested)}: not tested." if untested else ""
+        self.unseen_meaning.setText(
+            f"{html.escape(UNSEEN_MEANING, quote=False)}<br>Macro F1 {unseen['macro_f1']:.3f} · "
+            f"{unseen['n']:,} tiles of {specimens} specimens.{html.escape(missing, quote=False)}"
+        )
+
+    def _show_per_fold(self, unseen: dict[str, Any]) -> None:
+        rows = unseen.get("per_fold") or []
+        self.per_fold_title.setText(
+            f"Per fold: each model tested on the specimens it never saw (accuracy "
+            f"{unseen['fold_accuracy_mean'] * 100:.1f} ± "
+            f"{unseen['fold_accuracy_sd'] * 100:.1f} % across the {len(rows)} folds)"
+        )
+        self.per_fold.setRowCount(len(rows))
+        for row, fold in enumerate(rows):
+            specimens = ", ".join(fold.get("test_specimens") or [])
+            untested = list(fold.get("untested") or [])
+            untrained = list(fold.get("untrained") or [])
+            missing = _item(", ".join(untested) or "none", _LEFT)
+            if untrained:
+                missing.setText(
+                    f"{missing.text()}; never trained on {', '.join(untrained)}"
+                    if untested
+                    else f"never trained on {', '.join(untrained)}"
+                )
+                missing.setToolTip(
+                    f"No training tile of {', '.join(untrained)} in this fold: its model "
+                    "cannot learn them, and their test tiles count as errors"
+                )
+            cells = (
+                _item(str(fold["fold"]), _CENTER),
+                _item(specimens, _LEFT),
+                _item(f"{fold['test_tiles']:,}"),
+                _item(_percent(fold["accuracy"])),
+                missing,
+            )
+            for col, item in enumerate(cells):
+                self.per_fold.setItem(row, col, item)
+            self.per_fold.item(row, 1).setToolTip(specimens)
+        _fit_height(self.per_fold)
+
+    # --- the two views ------------------------------------------------------------------
+
+    def show_view(self, name: str) -> None:
+        """Show the per-class table and the confusion matrix of the test split
+        (:data:`TEST_VIEW`) or of the unseen specimens (:data:`UNSEEN_VIEW`, pooled over
+        the folds; only with a cross-validation)."""
+        if name not in (TEST_VIEW, UNSEEN_VIEW):
+            raise ValueError(f"no view {name!r}")
+        (self.unseen_button if name == UNSEEN_VIEW else self.test_button).setChecked(True)
+
+    def view(self) -> str:
+        """The view shown: :data:`TEST_VIEW` or :data:`UNSEEN_VIEW`."""
+        unseen = self.unseen is not None and self.unseen_button.isChecked()
+        return UNSEEN_VIEW if unseen else TEST_VIEW
+
+    def _show_view(self) -> None:
+        if self.metrics is None:
+            return
+        unseen = self.view() == UNSEEN_VIEW
+        shown = self.unseen if unseen and self.unseen is not None else self.metrics
+        if self.unseen is None:
+            self.per_class_title.setText("Per class")
+            self.confusion_title.setText("Confusion matrix (rows: true class, columns: predicted)")
+        elif unseen:
+            self.per_class_title.setText(
+                f"Per class, unseen specimens (all {self.unseen['folds']} folds' test tiles)"
+            )
+            self.confusion_title.setText(
+                "Confusion matrix, unseen specimens (rows: true, columns: predicted)"
+            )
+        else:
+            self.per_class_title.setText("Per class, test split")
+            self.confusion_title.setText(
+                "Confusion matrix, test split (rows: true, columns: predicted)"
+            )
+        self.per_fold_box.setVisible(unseen)
+        self._fill_tables(shown)
+
+    def _fill_tables(self, metrics: dict[str, Any]) -> None:
+        names = list(metrics["class_names"])
+        colors = self._colors if len(self._colors) == len(names) else [(128, 128, 128)] * len(names)
         self.per_class.setRowCount(len(names))
         for row, (entry, color) in enumerate(zip(metrics["per_class"], colors, strict=True)):
             self.per_class.setCellWidget(row, 0, _class_cell(entry["name"], color))
             for col, key in enumerate(("precision", "recall", "f1"), start=1):
-                self.per_class.setItem(row, col, _item(f"{entry[key]:.3f}"))
+                self.per_class.setItem(row, col, _score(entry.get(key)))
             self.per_class.setItem(row, 4, _item(f"{entry['support']:,}"))
         self.per_class.resizeColumnsToContents()
         self.per_class.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        _fit_height(self.per_class)
 
         matrix = metrics["confusion_matrix"]
         n = len(names)
@@ -141,6 +430,9 @@ class ResultsPanel(QWidget):
                 self.confusion.setItem(r, c, item)
         for c in range(n):
             self.confusion.setColumnWidth(c, 38)
+        _fit_height(self.confusion)
+
+    # --- what the tables show, as text (tests, accessibility) ---------------------------
 
     def per_class_rows(self) -> list[tuple[str, str, str, str, str]]:
         """The per-class table as text: (class, precision, recall, F1, images)."""
@@ -151,10 +443,25 @@ class ResultsPanel(QWidget):
             rows.append((label.text(), *cells))
         return rows
 
+    def per_class_tooltips(self) -> list[tuple[str, str, str]]:
+        """The tooltips of the precision, recall and F1 cells, row by row."""
+        return [
+            tuple(self.per_class.item(r, c).toolTip() for c in range(1, 4))
+            for r in range(self.per_class.rowCount())
+        ]
+
     def confusion_values(self) -> list[list[int]]:
+        """The confusion matrix shown (of the view shown)."""
         return [
             [int(self.confusion.item(r, c).text()) for c in range(self.confusion.columnCount())]
             for r in range(self.confusion.rowCount())
+        ]
+
+    def per_fold_rows(self) -> list[tuple[str, str, str, str, str]]:
+        """The per-fold table as text: (fold, specimens, tiles, accuracy, not tested)."""
+        return [
+            tuple(self.per_fold.item(r, c).text() for c in range(5))
+            for r in range(self.per_fold.rowCount())
         ]
 
 
