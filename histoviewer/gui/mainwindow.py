@@ -568,17 +568,9 @@ class MainWindow(QMainWindow):
         self.models.use(classifier, path)
 
     def _on_training_finished(self, result) -> None:
-        if result.cancelled and result.epochs_done == 0:
-            text = "Training cancelled before its first epoch ended."
-        elif result.cancelled:
-            text = f"Training stopped after epoch {result.epochs_done}; it can be resumed."
-        else:
-            accuracy = (result.test_metrics or {}).get("accuracy", 0.0)
-            text = (
-                f"Training finished: test accuracy {accuracy * 100:.1f} %. "
-                "Model > Train New Model... shows the results."
-            )
-        self.statusBar().showMessage(text, 15000)
+        from histoviewer.gui.training_dialog import training_outcome_text
+
+        self.statusBar().showMessage(training_outcome_text(result), 15000)
 
     def _on_training_state(self, text: str) -> None:
         self.training_label.setText(text)

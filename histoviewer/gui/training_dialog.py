@@ -102,6 +102,29 @@ def _train_job(config: TrainConfig, resume: bool, device: str):
     return job
 
 
+def training_outcome_text(result: FitResult) -> str:
+    """The main window's status message when a run (or one part of a cross-validation
+    by specimen) has ended: how, and its figures."""
+    fold = result.config.fold
+    if result.cancelled and fold:
+        return f"Training stopped in fold {fold} of {result.config.folds}; it can be resumed."
+    if result.cancelled and result.epochs_done == 0:
+        return "Training cancelled before its first epoch ended."
+    if result.cancelled:
+        return f"Training stopped after epoch {result.epochs_done}; it can be resumed."
+    accuracy = (result.test_metrics or {}).get("accuracy", 0.0)
+    unseen = (result.report or {}).get("unseen_specimens") or {}
+    figures = f"test accuracy {accuracy * 100:.1f} %"
+    if "accuracy" in unseen:
+        figures += (
+            f" on specimens seen in training, {unseen['accuracy'] * 100:.1f} % on specimens "
+            "it never saw"
+        )
+    elif result.config.split_by == "specimen":
+        figures += " on specimens it never saw"
+    return f"Training finished: {figures}. Model > Train New Model... shows the results."
+
+
 class TrainingDialog(QDialog):
     """The training dialog of ``parent`` (the main window); ``settings`` remembers choices.
 

@@ -183,7 +183,10 @@ def _cross_validate(
     if dist.is_main:
         if overwrite and not resume:
             _remove(out, earlier)
-        if not (resume and (out / CROSSVAL_FILE).is_file()):
+        saved = saved_config(out) if resume else None
+        # A resumed one with more epochs is being extended: if it stops again, the next
+        # resume must extend the folds not yet extended, so the new length is saved now.
+        if saved is None or saved.epochs != config.epochs:
             reporting.write_report(out / CROSSVAL_FILE, _started(config, plan))
     for fold in range(1, config.folds + 1):
         part = f"fold {fold} of {config.folds}"

@@ -533,3 +533,24 @@ def test_a_class_without_test_tiles_is_not_scored(qtbot):
     ]
     panel.clear()
     assert not panel.figures.isVisibleTo(panel) and panel.per_class.rowCount() == 0
+
+
+def test_the_main_window_is_told_how_a_run_or_a_fold_ended(tmp_path):
+    from histoviewer.training import FitResult
+
+    def result(config, **values):
+        return FitResult(tmp_path, config, 2, [], 2, 0.5, {}, **values)
+
+    plain = preset("recipe", out=str(tmp_path))
+    fold = preset("recipe", out=str(tmp_path), split_by="specimen", folds=4, fold=3)
+    test = {"accuracy": 0.9}
+    text = training_dialog.training_outcome_text(result(plain, test_metrics=test, report={}))
+    assert text.startswith("Training finished: test accuracy 90.0 %. ")
+    both = result(plain, test_metrics=test, report={"unseen_specimens": {"accuracy": 0.625}})
+    assert "90.0 % on specimens seen in training, 62.5 % on specimens it never saw" in (
+        training_dialog.training_outcome_text(both)
+    )
+    held_out = result(fold, test_metrics=test, report={})
+    assert "90.0 % on specimens it never saw" in training_dialog.training_outcome_text(held_out)
+    stopped = training_dialog.training_outcome_text(result(fold, cancelled=True))
+    assert stopped == "Training stopped in fold 3 of 4; it can be resumed."

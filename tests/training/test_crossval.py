@@ -187,6 +187,27 @@ def test_cancel_then_resume_ends_like_an_uninterrupted_cross_validation(
     assert resumed.final.test_metrics == reference.final.test_metrics
 
 
+def test_a_finished_cross_validation_is_extended_even_when_stopped_midway(specimen_tiles, tmp_path):
+    out = tmp_path / "cv"
+    cross_validate(cv_config(specimen_tiles, out), final=False)
+    cancel = CancelToken()
+
+    def stop_in_fold_two(event: TrainEvent) -> None:
+        if event.kind == "batch" and event.part_no == 2:
+            cancel.cancel()
+
+    longer = resume_any_config(out, data=str(specimen_tiles), epochs=2)
+    stopped = cross_validate(longer, stop_in_fold_two, cancel, resume=True, final=False)
+    assert stopped.cancelled
+    # Resumed as typed the second time, without --epochs: the saved length is the new one.
+    again = resume_any_config(out, data=str(specimen_tiles))
+    assert again.epochs == 2
+    done = cross_validate(again, resume=True, final=False)
+    assert not done.cancelled
+    assert [len(run.history) for run in done.folds] == [2, 2, 2]
+    assert all(run.extensions for run in done.folds)
+
+
 def test_an_earlier_cross_validation_is_not_overwritten_silently(crossval, specimen_tiles):
     result, _ = crossval
     with pytest.raises(HistoViewerError, match=r"already holds .*--resume.*--overwrite"):
