@@ -98,6 +98,7 @@ def test_two_processes_train_and_only_rank_zero_writes(ddp_run, tmp_path, capsys
     out, done = ddp_run
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        "MODEL_CARD.md",
         "best.safetensors",
         "confusion_matrix.png",
         "curves.png",
