@@ -160,6 +160,9 @@ class LegendPanel(QWidget):
         for widgets in self._rows:
             for w in widgets:
                 self._grid.removeWidget(w)
+                # Hidden now: deleteLater waits for the event loop, and until then the
+                # old rows would be drawn over the new ones (a model with fewer classes).
+                w.hide()
                 w.deleteLater()
         self._rows = []
         right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter

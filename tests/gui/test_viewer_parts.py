@@ -534,3 +534,20 @@ def test_a_chart_of_many_classes_sums_up_the_least_probable(qtbot):
     assert chart.shown_rows() == CHART_MIN_ROWS  # the last of them says '+ 5 more'
     chart.resize(240, chart.sizeHint().height())
     assert chart.shown_rows() == 12
+
+
+def test_legend_for_fewer_classes_leaves_no_old_row_on_screen(qtbot):
+    from PySide6.QtWidgets import QCheckBox
+
+    legend = LegendPanel()
+    qtbot.addWidget(legend)
+    legend.show()
+    qtbot.waitExposed(legend)
+    toggles = {legend.show_overlay, legend.shading}
+    old = [b for b in legend.findChildren(QCheckBox) if b not in toggles]
+    assert len(old) == 8 and all(b.isVisible() for b in old)
+    legend.set_classes(["tumor", "stroma", "adipose"], [(200, 0, 0), (0, 200, 0), (0, 0, 200)])
+    # No event loop runs in between (as when a model is loaded from a menu's handler):
+    # the eight default rows must leave the screen at once, not when they are deleted.
+    assert not any(b.isVisible() for b in old)
+    assert len(legend.class_visibility()) == 3
