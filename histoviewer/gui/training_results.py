@@ -129,6 +129,10 @@ class ResultsPanel(QWidget):
         self.figures.setVisible(False)
 
         self.summary = _label("The test results appear here when a run has finished.")
+        # The model's scale and the run's notes, under the tables: the figures and the
+        # tables are what a user looks for first.
+        self.details = _label("")
+        self.details.setVisible(False)
 
         # Which results the per-class table and the confusion matrix show.
         self.test_button = QRadioButton("Test split")
@@ -202,9 +206,9 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.figures)
         layout.addWidget(self.views)
         layout.addLayout(tables)
+        layout.addWidget(self.details)
         layout.addWidget(self.per_fold_box)
         layout.addStretch(1)
-        self._content = layout
         scroll = QScrollArea()
         scroll.setWidget(content)
         scroll.setWidgetResizable(True)
@@ -220,8 +224,9 @@ class ResultsPanel(QWidget):
 
     def clear(self) -> None:
         self.metrics = None
-        self._content.removeWidget(self.summary)
-        self._content.insertWidget(0, self.summary)
+        self.summary.setVisible(True)
+        self.details.clear()
+        self.details.setVisible(False)
         self.unseen = None
         self.figures.setVisible(False)
         self.views.setVisible(False)
@@ -246,7 +251,7 @@ class ResultsPanel(QWidget):
     ) -> None:
         """Show ``metrics``; ``colors`` give each class its swatch; ``scale`` (the run's
         :func:`~histoviewer.training.trainer.scale_summary`) and ``notes`` go under the
-        headline.
+        tables (``details``).
 
         ``unseen``: the unseen-specimen summary of a cross-validation run beside this
         run (report.json's ``unseen_specimens``), shown as a second figure, a view of
@@ -280,11 +285,13 @@ class ResultsPanel(QWidget):
                 f"{scale['tile_mpp']:g} µm/px{assumed}"
             )
         lines += [f"<i>Note: {html.escape(note, quote=False)}</i>" for note in notes or []]
-        self.summary.setText("<br>".join(lines))
-        # A single run's headline comes first; beside two figures the model, scale and
-        # notes go under the tables, which then show without scrolling.
-        self._content.removeWidget(self.summary)
-        self._content.insertWidget(0 if unseen is None else self._content.count() - 1, self.summary)
+        # A single run's headline comes first; beside two figures (their own headline)
+        # the final model's line joins the scale and notes under the tables.
+        headline, rest = (lines[0], lines[1:]) if unseen is None else ("", lines)
+        self.summary.setText(headline)
+        self.summary.setVisible(bool(headline))
+        self.details.setText("<br>".join(rest))
+        self.details.setVisible(bool(rest))
         self.figures.setVisible(unseen is not None)
         self.views.setVisible(unseen is not None)
         if unseen is not None:

@@ -361,9 +361,9 @@ def test_train_cancel_resume_results_and_use_the_model(
     assert [r[3] for r in rows] == [f"{c['f1']:.3f}" for c in metrics["per_class"]]
     assert dialog.results.confusion_values() == metrics["confusion_matrix"]
     assert sum(map(sum, dialog.results.confusion_values())) == metrics["n"]
-    summary = dialog.results.summary.text()
-    assert "Patches: 40 px at 0.25 µm/px (10 µm of tissue); tiles at 0.25 µm/px" in summary
-    assert "Note:" not in summary and "Note:" not in dialog.log_text()
+    details = dialog.results.details.text()
+    assert "Patches: 40 px at 0.25 µm/px (10 µm of tissue); tiles at 0.25 µm/px" in details
+    assert "Note:" not in details and "Note:" not in dialog.log_text()
     # The finished folder is taken: the form points at a new one for the next run.
     assert Path(dialog.form.out_folder) != out
 
@@ -511,14 +511,14 @@ def test_results_show_the_scale_and_the_notes(qtbot):
     scale = {"patch_size": 150, "mpp": 0.495, "patch_microns": 74.25, "tile_mpp": 0.495}
     note = "The tiles' scale was not given, so 0.495 µm/px <the Kather scale> was assumed."
     panel.set_results(metrics, scale={**scale, "mpp_assumed": True}, notes=[note])
-    text = panel.summary.text()
+    text = panel.details.text()
     assert (
         "Patches: 150 px at 0.495 µm/px (74.25 µm of tissue); tiles at 0.495 µm/px (assumed)"
         in text
     )
     assert "Note: The tiles' scale was not given, so 0.495 µm/px &lt;the Kather scale&gt;" in text
     panel.set_results(metrics, scale={**scale, "mpp_assumed": False})
-    assert "(assumed)" not in panel.summary.text() and "Note" not in panel.summary.text()
+    assert "(assumed)" not in panel.details.text() and "Note" not in panel.details.text()
 
 
 # --- nothing starts a run by accident ---------------------------------------------------
