@@ -52,13 +52,12 @@ from histoviewer.gui.training_form import (
     ERROR_STYLE,
     Estimate,
     TrainingForm,
-    elapsed_duration,
 )
 from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.gui.widgets import resize_within_screen, sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
 from histoviewer.model import load_model
-from histoviewer.tasks import format_duration
+from histoviewer.tasks import elapsed_duration, format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit
 from histoviewer.training.checkpoint import LAST_FILE
 from histoviewer.training.crossval import (

@@ -152,17 +152,6 @@ def approx_duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-def elapsed_duration(seconds: float) -> str:
-    """A measured length of time: '45 s', '1 min 5 s', '2 h 10 min'."""
-    secs = max(0, round(seconds))
-    if secs < 60:
-        return f"{secs} s"
-    if secs < 3600:
-        return f"{secs // 60} min {secs % 60} s"
-    hours, minutes = divmod(secs // 60, 60)
-    return f"{hours} h {minutes} min"
-
-
 @dataclass(frozen=True)
 class Speed:
     """Images per second in training and in evaluation; ``basis``: a key of

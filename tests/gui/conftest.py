@@ -92,10 +92,34 @@ def no_unexpected_questions(monkeypatch):
 
 @pytest.fixture
 def settings(tmp_path):
-    """Settings in a temporary INI file (never the user's), mapping on the CPU."""
+    """Settings in a temporary INI file (never the user's): mapping and training on the
+    CPU, training runs under ``tmp_path/runs``."""
     qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     config.save_mapping_settings(qs, on_cpu())
+    config.set_training_value(qs, "runs_root", str(tmp_path / "runs"))
+    config.set_training_value(qs, "device", "cpu")
     return qs
+
+
+@pytest.fixture
+def start_questions(monkeypatch):
+    """Every "Start training?" question, answered Start (tests that refuse replace
+    ask_start on their dialog); the list of questions asked. The speed is not measured
+    (one test turns it on), and no speed is known from an earlier test."""
+    from histoviewer.gui import training_form
+    from histoviewer.gui.training_dialog import TrainingDialog
+    from histoviewer.gui.training_form import TrainingForm
+
+    asked: list[str] = []
+
+    def answer(self, text: str) -> bool:
+        asked.append(text)
+        return True
+
+    monkeypatch.setattr(TrainingDialog, "ask_start", answer)
+    monkeypatch.setattr(TrainingForm, "measure_speeds", False)
+    monkeypatch.setattr(training_form, "_SPEEDS", {})
+    return asked
 
 
 @pytest.fixture

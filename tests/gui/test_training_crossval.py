@@ -14,17 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 
 from histoviewer.gui import settings as config
-from histoviewer.gui import training_dialog, training_form
-from histoviewer.gui.settings import MappingSettings
+from histoviewer.gui import training_dialog
 from histoviewer.gui.training_dialog import TrainingDialog
 from histoviewer.gui.training_form import (
     ERROR_STYLE,
     Estimate,
     Speed,
-    TrainingForm,
     fold_sizes,
     split_sizes,
 )
@@ -53,31 +50,7 @@ def _training_support():
 
 support = _training_support()
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def start_questions(monkeypatch):
-    """Every "Start training?" question, answered Start; the speed is not measured."""
-    asked: list[str] = []
-
-    def answer(self, text: str) -> bool:
-        asked.append(text)
-        return True
-
-    monkeypatch.setattr(TrainingDialog, "ask_start", answer)
-    monkeypatch.setattr(TrainingForm, "measure_speeds", False)
-    monkeypatch.setattr(training_form, "_SPEEDS", {})
-    return asked
-
-
-@pytest.fixture
-def settings(tmp_path):
-    qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    config.save_mapping_settings(qs, MappingSettings(device="cpu"))
-    config.set_training_value(qs, "runs_root", str(tmp_path / "runs"))
-    config.set_training_value(qs, "device", "cpu")
-    return qs
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "start_questions")
 
 
 @pytest.fixture

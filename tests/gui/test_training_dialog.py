@@ -16,17 +16,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton
 from viewer_support import wheel
 
 from histoviewer.errors import DeviceError
 from histoviewer.gui import settings as config
-from histoviewer.gui import training_dialog, training_form
+from histoviewer.gui import training_dialog
 from histoviewer.gui.curves import TrainingCurves
 from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
-from histoviewer.gui.settings import MappingSettings
 from histoviewer.gui.training_dialog import TrainingDialog
 from histoviewer.gui.training_form import (
     ERROR_STYLE,
@@ -34,13 +33,13 @@ from histoviewer.gui.training_form import (
     Estimate,
     TrainingForm,
     approx_duration,
-    elapsed_duration,
     split_sizes,
     typical_speed,
 )
 from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.mapping.cache import MapCache
 from histoviewer.model import load_model
+from histoviewer.tasks import elapsed_duration
 from histoviewer.training import TrainConfig, classification_metrics
 from histoviewer.training.checkpoint import load_last, save_last
 
@@ -61,33 +60,7 @@ def make_tiles(root: Path, per_class: int = 6, size: int = 40, seed: int = 0) ->
     return root
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def start_questions(monkeypatch):
-    """Every "Start training?" question, answered Start (tests that refuse replace
-    ask_start on their dialog). The speed is not measured (one test turns it on), and
-    no speed is known from an earlier test."""
-    asked: list[str] = []
-
-    def answer(self, text: str) -> bool:
-        asked.append(text)
-        return True
-
-    monkeypatch.setattr(TrainingDialog, "ask_start", answer)
-    monkeypatch.setattr(TrainingForm, "measure_speeds", False)
-    monkeypatch.setattr(training_form, "_SPEEDS", {})
-    return asked
-
-
-@pytest.fixture
-def settings(tmp_path):
-    qs = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    config.save_mapping_settings(qs, MappingSettings(device="cpu"))
-    config.set_training_value(qs, "runs_root", str(tmp_path / "runs"))
-    config.set_training_value(qs, "device", "cpu")
-    return qs
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "start_questions")
 
 
 @pytest.fixture
