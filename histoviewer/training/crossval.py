@@ -146,7 +146,9 @@ def cross_validate(
             "--resume (in the app, Resume), use a new folder, or replace it with --overwrite"
         )
     with _each_warning_once():
-        return _cross_validate(config, progress, cancel, resume, overwrite, final, dataset, dist)
+        return _cross_validate(
+            config, progress, cancel, resume, earlier if overwrite else [], final, dataset, dist
+        )
 
 
 def _cross_validate(
@@ -154,13 +156,14 @@ def _cross_validate(
     progress: Callable[[TrainEvent], None] | None,
     cancel: CancelToken | None,
     resume: bool,
-    overwrite: bool,
+    replaced: list[Path],
     final: bool,
     dataset: TileDataset | None,
     dist: DistContext,
 ) -> CrossValResult:
+    """:func:`cross_validate` once its arguments are checked; ``replaced``: the earlier
+    files ``overwrite`` removes once the tiles are loaded."""
     out = Path(config.out).expanduser()
-    earlier = earlier_files(out)
     emit = _Emitter(progress, config.folds + int(final), dist)
     result = CrossValResult(out, config)
     if dataset is None:
@@ -181,8 +184,7 @@ def _cross_validate(
     specimens = read_specimens(dataset.stems, config.group_pattern, source=dataset.source)
     plan = fold_plan(dataset, specimens, config)
     if dist.is_main:
-        if overwrite and not resume:
-            _remove(out, earlier)
+        _remove(out, replaced)
         saved = saved_config(out) if resume else None
         # A resumed one with more epochs is being extended: if it stops again, the next
         # resume must extend the folds not yet extended, so the new length is saved now.
