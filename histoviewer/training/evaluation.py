@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -25,7 +24,13 @@ from histoviewer.tasks import CancelToken
 from histoviewer.training.config import TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.specimens import read_specimens
-from histoviewer.training.split import SPLITS, Split, split_csv_text, split_for
+from histoviewer.training.split import (
+    SPLITS,
+    Split,
+    split_csv_fingerprint,
+    split_csv_text,
+    split_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +252,7 @@ def _unseen_rows(
     unseen = [s for s in names if s not in seen]
     if not unseen:
         known = (
-            f"it records {percent_text(recorded_metrics.get('unseen_accuracy'))} on unseen "
+            f"it records {_percent_text(recorded_metrics.get('unseen_accuracy'))} on unseen "
             f"specimens from a {recorded_metrics.get('unseen_folds', 'k')}-fold "
             "cross-validation by specimen"
             if recorded_metrics.get("unseen_accuracy") is not None
@@ -267,14 +272,14 @@ def _span(names: list[str]) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
 
 
-def percent_text(value: Any) -> str:
+def _percent_text(value: Any) -> str:
     return f"{value * 100:.1f} % accuracy" if isinstance(value, (int, float)) else "a figure"
 
 
 def split_fingerprint(dataset: TileDataset, parts: Split) -> str:
-    """The fingerprint a run records for its data: the SHA-256 of its split.csv text."""
+    """The fingerprint a run records for its data (see :func:`split_csv_fingerprint`)."""
     text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, parts)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return split_csv_fingerprint(text)
 
 
 def _training_config(training: dict[str, Any], patch_size: int) -> TrainConfig:

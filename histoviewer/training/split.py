@@ -21,6 +21,7 @@ the test set, and a stratified 5 % of the other specimens' tiles is the validati
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -251,6 +252,12 @@ def split_csv_text(
         extra = [split.specimens[row]] if grouped else []
         writer.writerow([class_folders[int(label)], stem, SPLITS[int(part)], *extra])
     return out.getvalue()
+
+
+def split_csv_fingerprint(text: str) -> str:
+    """The SHA-256 of a split's CSV text: a run records it as its data's fingerprint, so
+    that resuming and evaluating can tell the same tiles, split the same way."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_split_csv(

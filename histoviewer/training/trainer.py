@@ -29,7 +29,6 @@ process reads ``last.pt``, so ``out`` must be on a file system all nodes share.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import random
@@ -72,7 +71,7 @@ from histoviewer.training.run_folder import (
     CROSSVAL_FILE,
     SPLIT_FILE,
 )
-from histoviewer.training.split import Split, split_csv_text, split_for
+from histoviewer.training.split import Split, split_csv_fingerprint, split_csv_text, split_for
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +381,7 @@ class _Run:
             "split_counts": split.counts(),
             "split_method": split.method,
             "specimens": split.specimen_summary(),
-            "fingerprint": hashlib.sha256(split_text.encode()).hexdigest(),
+            "fingerprint": split_csv_fingerprint(split_text),
             "tile_size": self.scale["tile_size"],
             "patch_size": self.scale["patch_size"],
         }
