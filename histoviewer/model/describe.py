@@ -212,7 +212,8 @@ def _fraction(value: Any) -> float | None:
     return value / 100 if value > 1 else value
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A finite number, else None (None, NaN, a string, a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
@@ -332,7 +333,7 @@ def _accuracy_rows(info: ModelInfo) -> list[SummaryRow]:
     specimens = [str(s) for s in specimens] if isinstance(specimens, list) else []
     if metrics.get("test_split") == "specimen" and specimens:
         value += f" of specimens it never saw ({', '.join(specimens)})"
-    elif _number(metrics.get("test_tiles_from_seen_specimens")):
+    elif finite_number(metrics.get("test_tiles_from_seen_specimens")):
         value += " of specimens also in training"
     if accuracy < WEAK_ACCURACY:
         value += f" (weak: below {_threshold()})"
@@ -341,7 +342,7 @@ def _accuracy_rows(info: ModelInfo) -> list[SummaryRow]:
     balanced = _fraction(metrics.get("test_balanced_accuracy", metrics.get("balanced_accuracy")))
     if balanced is not None:
         rows.append(SummaryRow("balanced_accuracy", "Balanced accuracy", percent(balanced)))
-    f1 = _number(metrics.get("test_macro_f1", metrics.get("macro_f1")))
+    f1 = finite_number(metrics.get("test_macro_f1", metrics.get("macro_f1")))
     if f1 is not None:
         rows.append(SummaryRow("macro_f1", "Macro F1", f"{f1:.3f}"))
     return rows
@@ -365,7 +366,7 @@ def _unseen_rows(metrics: dict[str, Any]) -> list[SummaryRow]:
         parts.append(f"{folds}-fold cross-validation by specimen")
     if parts:
         value += f" ({', '.join(parts)})"
-    f1 = _number(metrics.get("unseen_macro_f1"))
+    f1 = finite_number(metrics.get("unseen_macro_f1"))
     if f1 is not None:
         value += f", macro F1 {f1:.3f}"
     return [
@@ -461,7 +462,7 @@ def _other_rows(info: ModelInfo, name: str) -> list[SummaryRow]:
         order = [n for n in info.class_names if n in per_class]
         order += [n for n in per_class if n not in order]
         shown = ", ".join(
-            f"{n} {per_class[n]:.2f}" for n in order if _number(per_class[n]) is not None
+            f"{n} {per_class[n]:.2f}" for n in order if finite_number(per_class[n]) is not None
         )
         if shown:
             rows.append(SummaryRow("per_class_f1", "F1 per class", shown))

@@ -18,13 +18,17 @@ No Qt and no torch here: a card is text made from a dict.
 
 from __future__ import annotations
 
-import math
 import shlex
 from pathlib import Path
 from typing import Any
 
 from histoviewer.fileio import atomic_write_text
-from histoviewer.model.describe import TILE_SPLIT_MEANING, UNSEEN_MEANING, arch_label
+from histoviewer.model.describe import (
+    TILE_SPLIT_MEANING,
+    UNSEEN_MEANING,
+    arch_label,
+    finite_number,
+)
 from histoviewer.tasks import elapsed_duration
 
 #: The card's file name in a run folder.
@@ -76,27 +80,19 @@ def write_model_card(folder: Path, report: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- formatting
 
 
-def _number(value: Any) -> float | None:
-    """A finite number, else None (None, NaN, a string, a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _percent(value: Any) -> str:
     """``0.8749`` -> ``"87.5 %"`` (one decimal, a space before %); "not recorded"."""
-    number = _number(value)
+    number = finite_number(value)
     return f"{number * 100:.1f} %" if number is not None else NOT_RECORDED
 
 
 def _score(value: Any, missing: str = NO_SCORE) -> str:
     """An F1, precision or recall with three decimals; ``missing`` when not computed."""
-    number = _number(value)
+    number = finite_number(value)
     return f"{number:.3f}" if number is not None else missing
 
 
@@ -160,11 +156,11 @@ def _title(report: dict[str, Any], model_file: str) -> str:
 
 def _scale(scale: dict[str, Any]) -> str:
     patch = _count(scale.get("patch_size"))
-    mpp = _number(scale.get("mpp"))
+    mpp = finite_number(scale.get("mpp"))
     if patch is None or mpp is None:
         return f"patch size and scale {NOT_RECORDED}"
     text = f"patches of {patch} px at {mpp:g} µm/px"
-    microns = _number(scale.get("patch_microns"))
+    microns = finite_number(scale.get("patch_microns"))
     if microns is not None:
         text += f" ({microns:.1f} µm)"
     if scale.get("mpp_assumed") is True:
@@ -233,8 +229,8 @@ def _accuracy(report: dict[str, Any]) -> str:
 
 
 def _fold_spread(unseen: dict[str, Any]) -> str:
-    mean = _number(unseen.get("fold_accuracy_mean"))
-    sd = _number(unseen.get("fold_accuracy_sd"))
+    mean = finite_number(unseen.get("fold_accuracy_mean"))
+    sd = finite_number(unseen.get("fold_accuracy_sd"))
     if mean is None:
         return f"Accuracy per fold: {NOT_RECORDED}."
     spread = f" ± {sd * 100:.1f}" if sd is not None else ""
@@ -280,7 +276,7 @@ def _per_class(report: dict[str, Any]) -> str:
     rows = []
     for i, entry in enumerate(e for e in entries if isinstance(e, dict)):
         name = str(entry.get("name", f"class {i + 1}"))
-        scored = _number(entry.get("f1")) is not None
+        scored = finite_number(entry.get("f1")) is not None
         support = _tiles(entry.get("support"))
         row = [
             name,
@@ -376,7 +372,7 @@ def _matrix_cell(value: Any) -> str:
     count = _count(value)
     if count is not None:
         return f"{count:,}"
-    number = _number(value)
+    number = finite_number(value)
     return f"{number:g}" if number is not None else NO_SCORE
 
 
@@ -393,7 +389,7 @@ def _training(report: dict[str, Any]) -> str:
     lines.append(f"- Images: {_images(report, data)}")
     lines.append(f"- Split: {_split(data, config)}")
     lines.append(f"- Best epoch: {_best_epoch(report, config)}")
-    speed = _number(timings.get("train_images_per_s"))
+    speed = finite_number(timings.get("train_images_per_s"))
     lines.append(
         f"- Training speed: {speed:.1f} images/s"
         if speed is not None
@@ -436,15 +432,15 @@ def _best_epoch(report: dict[str, Any], config: dict[str, Any]) -> str:
         return NOT_RECORDED
     epochs = _count(config.get("epochs"))
     text = f"{best} of {epochs}" if epochs else str(best)
-    loss = _number(report.get("best_val_loss"))
+    loss = finite_number(report.get("best_val_loss"))
     return text + (f" (validation loss {loss:.4f})" if loss is not None else "")
 
 
 def _time(timings: dict[str, Any]) -> str:
-    elapsed = _number(timings.get("elapsed_seconds"))
+    elapsed = finite_number(timings.get("elapsed_seconds"))
     if elapsed is not None:
         return elapsed_duration(elapsed)
-    train = _number(timings.get("train_seconds"))
+    train = finite_number(timings.get("train_seconds"))
     if train is not None:
         return f"{NOT_RECORDED} ({elapsed_duration(train)} of training)"
     return NOT_RECORDED
@@ -464,7 +460,7 @@ def _command(report: dict[str, Any], config: dict[str, Any], source: Any) -> str
         value = config.get(key)
         if value is not None and value != "":
             parts += [flag, shlex.quote(str(value))]
-    mpp = _number(config.get("mpp"))
+    mpp = finite_number(config.get("mpp"))
     if mpp is not None:
         parts += ["--mpp", f"{mpp:g}"]
     patch = _count(config.get("patch_size"))
