@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from psygnal import Signal
 
 if TYPE_CHECKING:
+    from histoviewer.labels.store import Box, Color, LabelSet
     from histoviewer.mapping.tissue_map import TissueMap
     from histoviewer.model import Classifier
     from histoviewer.slide import SlideReader
@@ -40,13 +41,16 @@ class MappingSettings:
 
     ``stride`` is in model pixels (0: the model's patch size, non-overlapping),
     ``device`` a name for ``histoviewer.device.resolve_device`` ("auto" picks a
-    GPU when there is one), ``skip_background`` leaves empty glass unclassified.
+    GPU when there is one), ``skip_background`` leaves empty glass unclassified,
+    ``tta`` classifies each patch in its 8 flips and rotations (8x slower; the map's
+    uncertainty then includes how far they disagree).
     """
 
     stride: int = 0
     device: str = "auto"
     batch_size: int = 64
     skip_background: bool = True
+    tta: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class ViewerState:
     - ``map_changed`` [map or None]: another map is shown (or none).
     - ``map_updated`` [map]: the map shown was filled in further (a mapping batch).
     - ``selection_changed`` [(row, col) or None].
+    - ``labels_changed`` [LabelSet or None]: the open slide's patch labels were loaded,
+      changed, undone or redone (the window's label controller saves them).
     - ``mapping_settings_changed`` [MappingSettings], ``view_settings_changed``
       [ViewSettings].
     - ``jobs_changed`` []: a job started or ended (:meth:`is_running`).
@@ -85,6 +91,7 @@ class ViewerState:
     map_changed = Signal(object)
     map_updated = Signal(object)
     selection_changed = Signal(object)
+    labels_changed = Signal(object)
     mapping_settings_changed = Signal(object)
     view_settings_changed = Signal(object)
     jobs_changed = Signal()
@@ -104,6 +111,10 @@ class ViewerState:
         self._mapping_settings = mapping_settings or MappingSettings()
         self._view_settings = view_settings or ViewSettings()
         self._running: set[str] = set()
+        self._labels: LabelSet | None = None
+        # Label changes, each {box: name before} / {box: name after}, for undo and redo.
+        self._undo: list[tuple[dict[Box, str | None], dict[Box, str | None]]] = []
+        self._redo: list[tuple[dict[Box, str | None], dict[Box, str | None]]] = []
 
     # --- reading ------------------------------------------------------------------------
 
@@ -143,6 +154,19 @@ class ViewerState:
     def view_settings(self) -> ViewSettings:
         return self._view_settings
 
+    @property
+    def labels(self) -> LabelSet | None:
+        """The patch labels of the open slide (None: no slide, or not loaded yet)."""
+        return self._labels
+
+    @property
+    def can_undo_labels(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo_labels(self) -> bool:
+        return bool(self._redo)
+
     def is_running(self, job: str) -> bool:
         """Whether ``job`` (MAPPING, LOADING_MODEL, TRAINING) is running."""
         return job in self._running
@@ -155,6 +179,7 @@ class ViewerState:
         if reader is old:
             return
         self.set_map(None)
+        self.set_labels(None)
         self._slide = reader
         self.slide_changed.emit(reader, old)
 
@@ -198,6 +223,48 @@ class ViewerState:
             return
         self._selection = cell
         self.selection_changed.emit(cell)
+
+    def set_labels(self, labels: LabelSet | None) -> None:
+        """Show ``labels`` (the open slide's, loaded from the store); undo starts afresh."""
+        self._labels = labels
+        self._undo.clear()
+        self._redo.clear()
+        self.labels_changed.emit(labels)
+
+    def label_boxes(self, boxes: list[Box], name: str | None, color: Color | None = None) -> bool:
+        """Label the patches ``boxes`` (level-0 x, y, size) ``name``; None removes their
+        labels. One undo step; False when there are no labels to change or nothing
+        changed."""
+        if self._labels is None or not boxes:
+            return False
+        before = self._labels.set(boxes, name, color)
+        after = {box: name for box in before}
+        if all(before[b] == after[b] for b in before):
+            return False
+        self._undo.append((before, after))
+        self._redo.clear()
+        self.labels_changed.emit(self._labels)
+        return True
+
+    def undo_labels(self) -> bool:
+        """Undo the last label change; False when there is none."""
+        if self._labels is None or not self._undo:
+            return False
+        before, after = self._undo.pop()
+        self._labels.apply(before)
+        self._redo.append((before, after))
+        self.labels_changed.emit(self._labels)
+        return True
+
+    def redo_labels(self) -> bool:
+        """Redo the last undone label change; False when there is none."""
+        if self._labels is None or not self._redo:
+            return False
+        before, after = self._redo.pop()
+        self._labels.apply(after)
+        self._undo.append((before, after))
+        self.labels_changed.emit(self._labels)
+        return True
 
     def set_mapping_settings(self, settings: MappingSettings) -> None:
         if settings != self._mapping_settings:

@@ -28,6 +28,19 @@ def onnx_cache_in_tmp(tmp_path_factory):
         os.environ[name] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def labels_in_tmp(tmp_path_factory):
+    """Patch labels the tests make go to a temporary folder, never the user's."""
+    name = "HISTOVIEWER_LABELS_DIR"  # histoviewer.labels.store.LABELS_ENV
+    saved = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("labels"))
+    yield
+    if saved is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = saved
+
+
 @pytest.fixture(autouse=True)
 def restore_logging():
     """cli.main installs its own handler on the "histoviewer" logger; put it back."""
