@@ -6,6 +6,8 @@
     histoviewer map SLIDE... --out DIR   tissue maps and exports
     histoviewer train DATA --out DIR     fit a model on labelled tiles
     histoviewer evaluate MODEL DATA      test metrics of a model
+    histoviewer extract-tiles SLIDE... --model M --out DIR
+                                         labelled patches -> a dataset to fine-tune on
     histoviewer benchmark                engine vs recipe-style baseline
 
 Exit status: 0 on success; 1 for an error caused by the input (HistoViewerError), by
@@ -29,7 +31,7 @@ from histoviewer.errors import HistoViewerError
 
 log = logging.getLogger("histoviewer")
 
-SUBCOMMANDS = ("gui", "info", "map", "benchmark", "train", "evaluate")
+SUBCOMMANDS = ("gui", "info", "map", "benchmark", "train", "evaluate", "extract-tiles")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_gui_arguments(gui)
     gui.set_defaults(func=_run_gui)
 
+    from histoviewer.labels import commands as label_commands
     from histoviewer.mapping import commands as mapping_commands
     from histoviewer.training import commands as training_commands
 
     mapping_commands.register(sub)
     training_commands.register(sub)
+    label_commands.register(sub)
     return parser
 
 

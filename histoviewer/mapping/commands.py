@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("slide", help="the slide file")
     info.add_argument(
         "--mpp",
-        type=_mpp,
+        type=mpp_argument,
         metavar="UM",
         help="the slide's scale in microns per pixel, overriding what its file says",
     )
@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mapper.add_argument("--out", required=True, metavar="DIR", help="folder for the exports")
     mapper.add_argument(
         "--stride",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="PX",
         help="patch stride in model pixels (default: the model's patch size, 150 for the "
@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mapper.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         metavar="N",
         help="most patches per batch (default 64; on the CPU batches hold about a second's "
@@ -113,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classify empty glass too",
     )
     mapper.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: classify each patch in its 8 flips and rotations "
+        "(8x slower); the map gets their mean and, as an uncertainty, their spread",
+    )
+    mapper.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
@@ -127,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mapper.add_argument(
         "--mpp",
-        type=_mpp,
+        type=mpp_argument,
         metavar="UM",
         help="the slides' scale in microns per pixel, overriding what their files say "
         "(for scans whose files record none or a wrong one)",
@@ -153,22 +159,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--arch", default="resnet50", help="network architecture (default resnet50)")
     bench.add_argument(
         "--input-size",
-        type=_positive_int,
+        type=positive_int,
         default=224,
         metavar="PX",
         help="network input size (default 224)",
     )
-    bench.add_argument("--batch-size", type=_positive_int, default=64, metavar="N")
+    bench.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
     bench.add_argument(
         "--patches",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="classify only the first N patches (default: the whole slide)",
     )
     bench.add_argument(
         "--slide-size",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         metavar="PX",
         help="side of the synthetic square slide (default 5000)",
@@ -298,6 +304,7 @@ def _options(args: argparse.Namespace, formats):
         mpp=getattr(args, "mpp", None),
         strict=bool(getattr(args, "strict", False)),
         backend=getattr(args, "backend", "auto"),
+        tta=bool(getattr(args, "tta", False)),
     )
 
 
@@ -451,7 +458,7 @@ def _say(line: str) -> None:
 # --- argument types ----------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -461,7 +468,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _mpp(text: str) -> float:
+def mpp_argument(text: str) -> float:
     from histoviewer.slide.mpp import plausible
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,15 +42,31 @@ def preprocess(batch: torch.Tensor, info: ModelInfo, *, channels_last: bool = Tr
     scale, shift = 1.0 / (255.0 * std), -mean / std
     x = batch.to(torch.float32) * scale + shift  # still NHWC
     x = x.permute(0, 3, 1, 2)  # NCHW view with channels-last strides, no copy
-    patch = info.patch_size
+    x = _resample(_to_patch_scale(x, info.patch_size), size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+def to_patch_scale(images: np.ndarray, patch_size: int) -> np.ndarray:
+    """uint8 RGB images (N, H, W, 3) of slide patches -> uint8 (N, P, P, 3), P =
+    ``patch_size``: the first step of :func:`preprocess`, so that a patch cut from a
+    slide for training is what the network sees of it when mapping."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).permute(0, 3, 1, 2)
+    x = _to_patch_scale(x, patch_size)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _to_patch_scale(x: torch.Tensor, patch: int) -> torch.Tensor:
     if x.shape[-2] > patch or x.shape[-1] > patch:
         # Each model pixel is the mean of the slide pixels it covers, as a sensor pixel
         # of a coarser scan integrates the light falling on it.
         x = F.interpolate(x, size=(patch, patch), mode="area")
-    for side in (patch, size):
-        if x.shape[-2:] != (side, side):
-            x = F.interpolate(
-                x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
-            )
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return x.contiguous(memory_format=fmt)
+    return _resample(x, patch)
+
+
+def _resample(x: torch.Tensor, side: int) -> torch.Tensor:
+    if x.shape[-2:] != (side, side):
+        x = F.interpolate(
+            x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+        )
+    return x

@@ -57,6 +57,7 @@ def model_card(report: dict[str, Any], *, model_file: str = "best.safetensors") 
     sections = [
         _title(report, model_file),
         _accuracy(report),
+        _fine_tune(report),
         _per_class(report),
         _folds(report),
         _confusion(report),
@@ -451,6 +452,8 @@ def _command(report: dict[str, Any], config: dict[str, Any], source: Any) -> str
     if not source or not config:
         return ""
     parts = ["histoviewer", "train", shlex.quote(str(source)), "--out", "DIR"]
+    if config.get("init_from"):
+        parts += ["--init-from", shlex.quote(str(config["init_from"]))]
     for flag, key in (
         ("--preset", "preset"),
         ("--arch", "arch"),
@@ -476,6 +479,42 @@ def _command(report: dict[str, Any], config: dict[str, Any], source: Any) -> str
         parts += ["--folds", str(folds)] if folds else []
         parts += ["--fold", str(fold)] if fold else []
     return " ".join(parts)
+
+
+def _fine_tune(report: dict[str, Any]) -> str:
+    """Before and after on the held-out labels, for a model fine-tuned from another."""
+    fine = _dict(report, "fine_tune")
+    if not fine:
+        return ""
+    start = fine.get("start_model") or {}
+    lines = [
+        "## Fine-tuning",
+        "",
+        f"Fine-tuned from {_cell(start.get('name') or fine.get('init_from') or 'a model')} "
+        f"(weights fingerprint {_cell(str(start.get('fingerprint') or '')[:12])}) on the "
+        "labels in the data above.",
+        "",
+    ]
+    what = {"labels": "Held-out labelled patches", "tiles": "Held-out tiles mixed in"}
+    rows = []
+    for key, c in (fine.get("compared") or {}).items():
+        if isinstance(c, dict):
+            rows.append(
+                [
+                    what.get(key, key),
+                    _tiles(c.get("n")),
+                    _percent(c.get("before_accuracy")),
+                    _percent(c.get("after_accuracy")),
+                    _score(c.get("before_macro_f1")),
+                    _score(c.get("after_macro_f1")),
+                ]
+            )
+    header = ["Scored on", "Tiles", "Accuracy before", "after", "Macro F1 before", "after"]
+    lines += _table(header, rows, {1, 2, 3, 4, 5})
+    untrained = _names(fine.get("untrained_classes"))
+    if untrained:
+        lines += ["", f"Not trained on (no tiles): {', '.join(untrained)}."]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- intended use

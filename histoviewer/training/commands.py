@@ -1,6 +1,7 @@
 """The `train` and `evaluate` subcommands.
 
     histoviewer train DATA --out DIR [--mpp UM] [--patch-size PX] [--preset recipe|best]
+                      [--init-from MODEL]
                       [--epochs N] [--resume | --overwrite]
                       [--split-by tile|specimen [--folds K] [--fold I] [--no-final]] ...
     histoviewer evaluate MODEL DATA [--split test|val|train|all | --split-by specimen] [--json]
@@ -91,7 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="settings to start from (default: recipe)",
+        help="settings to start from (default: recipe; finetune with --init-from)",
+    )
+    train.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune this model: start from its weights, with its architecture, input "
+        "size, scale and classes (a dataset may cover only some of them); default preset "
+        "finetune, a short schedule",
     )
     train.add_argument(
         "--epochs", type=int, help="epochs (0: only load the data and write the split)"
@@ -234,6 +242,12 @@ def _config_from_args(args: argparse.Namespace):
         raise HistoViewerError(
             "--fold holds out the specimens of one fold: add --split-by specimen"
         )
+    if getattr(args, "init_from", None):
+        from histoviewer.training.config import finetune_config
+
+        return finetune_config(
+            args.init_from, args.preset or "finetune", data=args.data, out=args.out, **overrides
+        )
     return preset(args.preset or "recipe", data=args.data, out=args.out, **overrides)
 
 
@@ -331,6 +345,12 @@ def _report_fit(result: FitResult) -> int:
         f"test accuracy{which} {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
     )
     print(f"model: {result.best_path}\nreport: {out / 'report.json'}")
+    fine_tune = (result.report or {}).get("fine_tune")
+    if fine_tune:
+        from histoviewer.training.finetune import comparison_lines
+
+        for line in comparison_lines(fine_tune["compared"]):
+            print(line)
     for extension in result.extensions:
         print(
             f"extended from {extension['from_epochs']} to {extension['to_epochs']} epochs "

@@ -34,6 +34,7 @@ import numpy as np
 
 from histoviewer.errors import DatasetError
 from histoviewer.fileio import atomic_write_text
+from histoviewer.labels.extract import SLIDE_POSITION, slide_groups
 from histoviewer.training.specimens import read_specimens, try_read_specimens
 
 if TYPE_CHECKING:
@@ -51,9 +52,10 @@ GROUPED_VAL_SHARE = 0.05
 class Split:
     """``parts[i]`` is the split of row ``i``: 0 train, 1 val, 2 test.
 
-    ``method``: "sklearn" (canonical), "per-class" (small-data fallback) or "specimen"
-    (fold ``fold`` of ``folds`` held out by specimen). ``specimens``: the specimen of
-    every row where the file names carry one, else None.
+    ``method``: "sklearn" (canonical), "per-class" (small-data fallback), "specimen"
+    (fold ``fold`` of ``folds`` held out by specimen) or "per-slide" (a part of every
+    slide's labels held out). ``specimens``: the specimen (or slide) of every row where
+    the file names carry one, else None.
     """
 
     parts: np.ndarray
@@ -163,6 +165,42 @@ def _per_class_split(
     return parts
 
 
+def make_slide_split(
+    labels: Sequence[int] | np.ndarray,
+    slides: np.ndarray,
+    *,
+    holdout: float = 0.2,
+    test_share: float = 0.8,
+    seed: int = 2000,
+) -> Split:
+    """Hold out a part of every slide's labels of every class (patches cut by
+    ``extract-tiles``; mixed-in tiles count as one more "slide").
+
+    Per (slide, class) with at least 3 patches, ``holdout`` of them (at least 2) are held
+    out, ``test_share`` of those (at least 1) for testing and the rest for validation;
+    smaller groups stay in training. Raises DatasetError when nothing can be held out.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    parts = np.zeros(len(labels), dtype=np.int8)
+    keys = sorted({(str(s), int(c)) for s, c in zip(slides.tolist(), labels.tolist(), strict=True)})
+    for slide, cid in keys:
+        members = rng.permutation(np.flatnonzero((slides == slide) & (labels == cid)))
+        n = len(members)
+        if n < 3:
+            continue
+        n_hold = min(n - 1, max(2, round(n * holdout)))
+        n_test = min(n_hold - 1, max(1, round(n_hold * test_share)))
+        parts[members[:n_test]] = 2
+        parts[members[n_test:n_hold]] = 1
+    if not (parts == 1).any():
+        raise DatasetError(
+            "too few labelled patches to hold any out for testing: label at least 3 patches "
+            "of a class on a slide"
+        )
+    return Split(parts, "per-slide", np.asarray(slides, dtype=object))
+
+
 def fold_test_rows(
     labels: np.ndarray, specimens: np.ndarray, folds: int, seed: int
 ) -> list[np.ndarray]:
@@ -246,7 +284,7 @@ def split_csv_text(
     by specimen), one row per image, ``\\n`` endings."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    grouped = split.method == "specimen" and split.specimens is not None
+    grouped = split.method in ("specimen", "per-slide") and split.specimens is not None
     writer.writerow(["class", "file", "split", *(["specimen"] if grouped else [])])
     for row, (label, stem, part) in enumerate(zip(labels, stems, split.parts, strict=True)):
         extra = [split.specimens[row]] if grouped else []
@@ -275,8 +313,10 @@ def split_for(config: TrainConfig, dataset: TileDataset) -> Split:
     """The split a run with ``config`` uses on ``dataset``; evaluation rebuilds it this way.
 
     ``config.split_by == "specimen"`` holds out fold ``config.fold`` of ``config.folds``
-    (the file names must carry a specimen); otherwise the canonical split, which records
-    the specimens too where the names carry them.
+    (the file names must carry a specimen); patches cut from slides by ``extract-tiles``
+    (their names carry the slide and position) hold out a part of every slide's labels
+    (:func:`make_slide_split`); otherwise the canonical split, which records the
+    specimens too where the names carry them.
     """
     if config.split_by == "specimen":
         if not config.fold:
@@ -290,6 +330,14 @@ def split_for(config: TrainConfig, dataset: TileDataset) -> Split:
             specimens,
             folds=config.folds,
             fold=config.fold,
+            seed=config.split_seed,
+        )
+    if any(SLIDE_POSITION.match(stem) for stem in dataset.stems):
+        return make_slide_split(
+            dataset.labels,
+            slide_groups(dataset.stems),
+            holdout=config.holdout,
+            test_share=config.test_share,
             seed=config.split_seed,
         )
     split = make_split(

@@ -48,7 +48,7 @@ from histoviewer.fileio import (
     atomic_write_text,
     ensure_writable_dir,
 )
-from histoviewer.model import ModelInfo, build_network, load_model, save_model
+from histoviewer.model import Classifier, ModelInfo, build_network, load_model, save_model
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.tasks import Cancelled, CancelToken
 from histoviewer.training import report as reporting
@@ -65,6 +65,13 @@ from histoviewer.training.config import RUNTIME_FIELDS, TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
 from histoviewer.training.engine import BatchStats, Engine, EpochStats, EvalResult
 from histoviewer.training.evaluation import classification_metrics
+from histoviewer.training.finetune import (
+    align_to_model,
+    comparison,
+    comparison_lines,
+    scores_by_group,
+    untrained_classes,
+)
 from histoviewer.training.run_folder import (
     BEST_FILE,
     CROSSVAL_CONFUSION_FILE,
@@ -196,7 +203,7 @@ def specimen_notes(
     """What the user must know about the specimens behind a run's test figure;
     ``crossval``: the unseen-specimen figures reported beside it, if any."""
     summary = split.specimen_summary()
-    if summary is None:
+    if summary is None or split.method == "per-slide":
         return []
     if split.method != "specimen":
         shared = summary["test_tiles_from_seen_specimens"]
@@ -310,6 +317,9 @@ class _Run:
         self.started = time.monotonic()
         self.earlier_seconds = 0.0
         self.crossval: dict[str, Any] | None = None
+        # Fine-tuning: the model started from, and its scores before training.
+        self.start: Classifier | None = None
+        self.before: dict[str, Any] | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -370,6 +380,9 @@ class _Run:
                 done = int(checkpoint["epoch"])
                 self.history = list(checkpoint["history"])
             return self._cancelled_result(done, None, dataset)
+        if cfg.init_from:
+            self.start = load_model(cfg.init_from)
+            dataset = align_to_model(dataset, self.start.info, cfg.init_from)
         split = split_for(cfg, dataset)
         split_text = split_csv_text(dataset.class_folders, dataset.labels, dataset.stems, split)
         self.scale = scale_summary(cfg, dataset)
@@ -387,8 +400,10 @@ class _Run:
         }
         if checkpoint is not None:
             self._check_same_data(checkpoint)
-        self.notes = scale_notes(cfg, dataset) + specimen_notes(
-            split, dataset.labels, dataset.class_names, self.crossval
+        self.notes = (
+            scale_notes(cfg, dataset)
+            + specimen_notes(split, dataset.labels, dataset.class_names, self.crossval)
+            + self._finetune_notes(split, dataset)
         )
         if self.dist.is_main:
             for note in self.notes:
@@ -496,8 +511,45 @@ class _Run:
                     f"{saved[key]} -> {self.data_summary[key]})"
                 )
 
+    def _finetune_notes(self, split: Split, dataset: TileDataset) -> list[str]:
+        if self.start is None:
+            return []
+        notes = [f"Fine-tuned from {self.start.info.name} ({self.config.init_from})."]
+        untrained = untrained_classes(dataset.labels, split.indices("train"), dataset.class_names)
+        if untrained:
+            notes.append(
+                f"No training tile is {', '.join(untrained)}: the model was not trained on "
+                f"{'that class' if len(untrained) == 1 else 'those classes'} and keeps what "
+                "it knew."
+            )
+        if split.method == "per-slide":
+            notes.append(
+                "The test patches are a part of every slide's labels, held out; neighbouring "
+                "patches of one slide look alike, so the figures after fine-tuning are "
+                "optimistic for slides the labels did not come from."
+            )
+        return notes
+
     def _info(self, dataset: TileDataset) -> ModelInfo:
         cfg = self.config
+        if self.start is not None:
+            start = self.start.info
+            return ModelInfo(
+                arch=start.arch,
+                class_names=list(start.class_names),
+                class_colors=list(start.class_colors),
+                input_size=start.input_size,
+                patch_size=start.patch_size,
+                mpp=start.mpp,
+                mean=start.mean,
+                std=start.std,
+                name=cfg.name or f"{start.name} fine-tuned ({Path(cfg.data).name or 'labels'})",
+                training={
+                    "config": cfg.to_dict(),
+                    "data": self.data_summary,
+                    "init_from": {"name": start.name, "fingerprint": self.start.fingerprint},
+                },
+            )
         name = cfg.name or f"{cfg.arch} {cfg.preset} ({Path(cfg.data).stem or 'tiles'})"
         return ModelInfo(
             arch=cfg.arch,
@@ -523,6 +575,8 @@ class _Run:
         _seed_everything(cfg.seed)
         info = self._info(dataset)
         network = build_network(cfg.arch, dataset.num_classes)
+        if self.start is not None and checkpoint is None:
+            network.load_state_dict(self.start.network.state_dict())
         images = torch.from_numpy(dataset.images).to(device)
         labels = torch.from_numpy(dataset.labels).to(device)
         train_rows, val_rows, test_rows = (
@@ -532,7 +586,13 @@ class _Run:
         start_epoch = 0
         if checkpoint is not None:
             start_epoch = self._restore(engine, checkpoint)
+            self.before = checkpoint.get("before")
         else:
+            if self.start is not None:
+                try:
+                    self.before = self._scores(engine, test_rows, dataset)
+                except Cancelled:
+                    return self._cancelled_result(0, split, dataset)
             self._save_last(engine, 0)
         where = str(device)
         if self.dist.is_distributed:
@@ -697,8 +757,22 @@ class _Run:
                 "processes": self.dist.world_size,
                 "extensions": self.extensions,
                 "elapsed_s": self.elapsed_s,
+                "before": self.before,
             },
         )
+
+    def _scores(self, engine: Engine, rows: torch.Tensor, dataset: TileDataset) -> dict[str, Any]:
+        """The network's scores on ``rows``, labels and mixed-in tiles apart."""
+        cancel = None if self.dist.is_distributed else self.cancel
+        result = engine.evaluate(rows, "test", None, cancel)
+        return self._group_scores(result, rows, dataset)
+
+    @staticmethod
+    def _group_scores(
+        result: EvalResult, rows: torch.Tensor, dataset: TileDataset
+    ) -> dict[str, Any]:
+        stems = [dataset.stems[i] for i in rows.cpu().tolist()]
+        return scores_by_group(result.y_true, result.y_pred, stems, dataset.class_names)
 
     # ------------------------------------------------------------------ the end
 
@@ -784,6 +858,26 @@ class _Run:
                     "unseen_specimens": len(self.crossval["specimens"]),
                 }
             )
+        fine_tune = None
+        if self.start is not None:
+            after = self._group_scores(test, test_rows, dataset)
+            compared = comparison(self.before or {}, after)
+            fine_tune = {
+                "init_from": cfg.init_from,
+                "start_model": {
+                    "name": self.start.info.name,
+                    "fingerprint": self.start.fingerprint,
+                },
+                "before": self.before,
+                "after": after,
+                "compared": compared,
+                "untrained_classes": untrained_classes(
+                    dataset.labels, split.indices("train"), dataset.class_names
+                ),
+            }
+            info.metrics["fine_tune"] = compared
+            for line in comparison_lines(compared):
+                log.info("%s", line)
         save_model(self.out / BEST_FILE, engine.network, info)
         self.emit(
             "test",
@@ -812,6 +906,8 @@ class _Run:
             "specimens": specimens,
             # The cross-validation by specimen on the same tiles, when one was run.
             "unseen_specimens": self.crossval,
+            # Fine-tuning from a model: scores of the held-out labels before and after.
+            "fine_tune": fine_tune,
             "timings": {
                 "train_images_per_s": float(np.median(train_rates)) if train_rates else None,
                 "eval_images_per_s": test.images_per_s,
