@@ -233,7 +233,7 @@ class MappingController(QObject):
         if st.slide is None or st.classifier is None:
             return None
         s = st.mapping_settings
-        return map_key(st.slide, st.classifier, s.stride, s.skip_background)
+        return map_key(st.slide, st.classifier, s.stride, s.skip_background, s.tta)
 
     def stored_map(self, key: MapKey | None) -> TissueMap | None:
         """The best map there is for ``key``: the cached one, or the partial one shown
@@ -344,6 +344,7 @@ class MappingController(QObject):
                 resume=resume,
                 region=region,
                 focus=focus,
+                tta=s.tta,
             )
             tmap.warnings = [{"kind": x.kind, "message": x.message} for x in warnings]
             # Saved here, not on the GUI thread: a job stopped because its slide was

@@ -49,6 +49,7 @@ def load_mapping_settings(qs: QSettings) -> MappingSettings:
         device=str(qs.value(_MAPPING + "device", d.device)) or d.device,
         batch_size=_int(qs.value(_MAPPING + "batch_size"), d.batch_size, 1, 4096),
         skip_background=_bool(qs.value(_MAPPING + "skip_background"), d.skip_background),
+        tta=_bool(qs.value(_MAPPING + "tta"), d.tta),
     )
 
 
@@ -57,6 +58,7 @@ def save_mapping_settings(qs: QSettings, s: MappingSettings) -> None:
     qs.setValue(_MAPPING + "device", s.device)
     qs.setValue(_MAPPING + "batch_size", s.batch_size)
     qs.setValue(_MAPPING + "skip_background", s.skip_background)
+    qs.setValue(_MAPPING + "tta", s.tta)
 
 
 def load_view_settings(qs: QSettings) -> ViewSettings:
@@ -212,12 +214,19 @@ class MappingSettingsDialog(QDialog):
         self.skip_background.setToolTip(
             "Patches that are almost white are not classified, which saves time."
         )
+        self.tta = QCheckBox("Test-time augmentation (8 views per patch, 8x slower)")
+        self.tta.setChecked(current.tta)
+        self.tta.setToolTip(
+            "Classifies every patch in its 8 flips and 90-degree rotations and keeps their "
+            "mean; the Review panel and exports also get how far the 8 views disagree."
+        )
 
         form = QFormLayout()
         form.addRow("Stride:", self.stride)
         form.addRow("Device:", self.device)
         form.addRow("Batch size:", self.batch_size)
         form.addRow("", self.skip_background)
+        form.addRow("", self.tta)
         note = QLabel(
             "Changes apply to the next mapping. Maps made with other settings stay saved "
             "and come back when those settings are chosen again."
@@ -250,6 +259,7 @@ class MappingSettingsDialog(QDialog):
         self.device.setCurrentText(s.device)
         self.batch_size.setValue(s.batch_size)
         self.skip_background.setChecked(s.skip_background)
+        self.tta.setChecked(s.tta)
 
     def settings(self) -> MappingSettings:
         return MappingSettings(
@@ -257,4 +267,5 @@ class MappingSettingsDialog(QDialog):
             device=self.device.currentText(),
             batch_size=self.batch_size.value(),
             skip_background=self.skip_background.isChecked(),
+            tta=self.tta.isChecked(),
         )

@@ -67,15 +67,19 @@ class BatchOptions:
     mpp: float | None = None  # the slides' scale, overriding their files' (--mpp)
     strict: bool = False  # refuse a slide with a warning (see mapping/checks.py)
     backend: str = "auto"  # auto, torch, onnxruntime (engine.choose_backend)
+    tta: bool = False  # test-time augmentation: 8 flips and rotations per patch
 
     def key(self) -> dict[str, Any]:
-        return {
+        key = {
             "mpp": self.mpp,
             "stride": self.stride,
             "skip_background": self.skip_background,
             "precision": self.precision,
             "formats": sorted(self.formats),
         }
+        if self.tta:  # only then: results recorded before TTA existed still stand
+            key["tta"] = True
+        return key
 
 
 @dataclass
@@ -294,6 +298,7 @@ def map_and_export(
             precision=options.precision,
             backend=options.backend,
             progress=progress,
+            tta=options.tta,
         )
     tmap.warnings = [{"kind": w.kind, "message": printable(w.message)} for w in warnings]
     if isinstance(tmap.slide, dict) and isinstance(tmap.slide.get("path"), str):

@@ -68,6 +68,7 @@ class MapKey:
     model_fingerprint: str
     stride: int
     skip_background: bool
+    tta: bool = False
 
     def digest(self) -> str:
         payload = {
@@ -77,16 +78,20 @@ class MapKey:
             "stride": int(self.stride),
             "skip_background": bool(self.skip_background),
         }
+        if self.tta:  # only then: maps cached before TTA existed keep their keys
+            payload["tta"] = True
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def map_key(slide: Any, classifier: Any, stride: int | None, skip_background: bool) -> MapKey:
-    """The key of the map ``map_slide(slide, classifier, stride=..., skip_background=...)``
-    would make (``slide`` a SlideReader, ``classifier`` a Classifier; ``stride`` None:
-    the model's patch size)."""
+def map_key(
+    slide: Any, classifier: Any, stride: int | None, skip_background: bool, tta: bool = False
+) -> MapKey:
+    """The key of the map ``map_slide(slide, classifier, stride=..., skip_background=...,
+    tta=...)`` would make (``slide`` a SlideReader, ``classifier`` a Classifier; ``stride``
+    None: the model's patch size)."""
     stride = stride or classifier.info.patch_size
-    return MapKey(slide_identity(slide), classifier.fingerprint, stride, skip_background)
+    return MapKey(slide_identity(slide), classifier.fingerprint, stride, skip_background, tta)
 
 
 def is_current(tmap: TissueMap, slide_identity: dict[str, Any], model_fingerprint: str) -> bool:
@@ -181,8 +186,8 @@ class MapCache:
 
 
 def _same_grid(tmap: TissueMap, key: MapKey) -> bool:
-    """The map's stride (in model pixels) is the key's."""
-    return int(tmap.stride_model) == int(key.stride)
+    """The map's stride (in model pixels) and test-time augmentation are the key's."""
+    return int(tmap.stride_model) == int(key.stride) and (tmap.spread is not None) == key.tta
 
 
 def _canonical(value: Any) -> Any:

@@ -118,6 +118,7 @@ def map_slide(
     resume: TissueMap | None = None,
     region: tuple[int, int, int, int] | None = None,
     focus: Callable[[], tuple[float, float, float, float] | None] | None = None,
+    tta: bool = False,
 ) -> TissueMap:
     """Classify the patches of ``slide`` with ``classifier``; returns the TissueMap.
 
@@ -136,6 +137,10 @@ def map_slide(
     pending. ``focus`` returns the level-0 rectangle the user is looking at (or None):
     it is called before each batch is chosen, on the calling thread, and the patches
     in it go first, then outward; it must be cheap and thread-safe.
+
+    ``tta`` (test-time augmentation) classifies each patch in its 8 flips and 90-degree
+    rotations (8x the compute): the map's probabilities are their mean and its
+    ``spread`` how far they disagree (see :class:`TtaRunner`).
 
     ``progress`` is called before the first batch and after every batch,
     ``on_batch`` after every batch, both on the calling thread. On a CPU batches are
@@ -167,11 +172,17 @@ def map_slide(
         slide=slide_identity(slide),
         model=classifier.identity(),
     )
+    if tta:
+        tmap.spread = np.full(tmap.state.shape, np.nan, dtype=np.float32)
     earlier = 0.0
     if resume is not None:
         check_resumable(resume, tmap)
+        if (resume.spread is not None) != tta:
+            raise ValueError("the partial map was made with another test-time augmentation")
         tmap.probs[...] = resume.probs
         tmap.state[...] = resume.state
+        if tta:
+            tmap.spread[...] = resume.spread
         tmap.warnings = list(resume.warnings)
         earlier = resume.elapsed
     scope = np.ones(tmap.state.shape, dtype=bool)
@@ -194,6 +205,8 @@ def map_slide(
         todo.flat[keep] = True
     before = int(np.count_nonzero(scope & (tmap.state == CLASSIFIED)))
     runner = make_runner(classifier, dev, precision, batch_size, backend)
+    if tta:
+        runner = TtaRunner(runner)
     queue = PatchQueue(grid, todo, focus)
     sizer = BatchSizer(batch_size, adaptive=runner.device.type == "cpu")
     _classify(
@@ -302,6 +315,8 @@ def _classify(
             rows = np.fromiter((rc[0] for rc in batch), dtype=np.int64, count=len(batch))
             cols = np.fromiter((rc[1] for rc in batch), dtype=np.int64, count=len(batch))
             tmap.probs[rows, cols] = probs
+            if tmap.spread is not None:
+                tmap.spread[rows, cols] = runner.last_spread
             tmap.state[rows, cols] = CLASSIFIED
             done += len(batch)
             if on_batch:
@@ -370,6 +385,37 @@ def make_runner(
                 raise
             log.warning("%s; using the torch backend", exc)
     return _Runner(classifier, device, precision, batch_size)
+
+
+class TtaRunner:
+    """Test-time augmentation around a runner: each patch in its 8 dihedral views (the
+    identity, 3 rotations by 90 degrees, and the mirror image of each), one batch of 8N.
+
+    Returns their mean probabilities; ``last_spread`` holds, per patch of the last
+    batch, the mean total-variation distance of the views from that mean (half the summed
+    absolute differences, 0 when all 8 agree, at most 1). Tissue has no orientation, so
+    a patch whose views disagree is one the model reads unreliably.
+    """
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.name = f"{runner.name} + tta"
+        self.device = runner.device
+        self.last_spread = np.zeros(0, dtype=np.float32)
+
+    @property
+    def chunk(self) -> int:
+        return self.runner.chunk
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        views = [torch.rot90(batch, k, dims=(1, 2)) for k in range(4)]
+        views += [torch.flip(v, dims=(2,)) for v in views]
+        probs = self.runner(torch.cat(views).contiguous())
+        probs = probs.reshape(8, len(batch), -1)
+        mean = probs.mean(axis=0)
+        self.last_spread = (0.5 * np.abs(probs - mean).sum(axis=-1)).mean(axis=0)
+        self.last_spread = self.last_spread.astype(np.float32)
+        return mean.astype(np.float32)
 
 
 class _Runner:

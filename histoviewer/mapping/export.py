@@ -96,9 +96,11 @@ def estimate_bytes(cells: int, num_classes: int, formats: Iterable[str]) -> int:
     fail for space after hours of inference.
     """
     per_cell = {
-        "geojson": 240 + 48 * num_classes,  # a polygon, a class, one probability per class
-        "csv": 48 + 12 * num_classes,
-        "npz": 16 + 4 * num_classes,  # float32 probabilities, state, labels (uncompressed)
+        # A polygon, a class, one probability per class and the uncertainty.
+        "geojson": 240 + 48 * (num_classes + 1),
+        "csv": 48 + 12 * (num_classes + 1),
+        # float32 probabilities and uncertainty, state, labels (uncompressed)
+        "npz": 20 + 4 * num_classes,
         "png": 0,
         "summary": 0,
     }
@@ -119,11 +121,13 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
 
     Each tile is the patch's cell. Each feature's properties hold ``objectType:
     "tile"``, ``classification`` ({name, color [r, g, b]}) and ``measurements``
-    ({"<class> probability": p}). The collection's foreign member ``histoviewer``
+    ({"<class> probability": p, and "uncertainty": the normalised entropy of
+    :meth:`TissueMap.uncertainty`}). The collection's foreign member ``histoviewer``
     (which QuPath ignores) records the slide, its scale and source, the model and
     the grid: :func:`provenance`.
     """
     labels = tmap.labels
+    doubt = tmap.uncertainty()
     ex, ey = (_coordinates(edges) for edges in tmap.cell_edges())
     features = []
     rows, cols = np.nonzero(tmap.state == CLASSIFIED)
@@ -135,6 +139,9 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
             probability_name(name): round(float(p), 6)
             for name, p in zip(tmap.class_names, tmap.probs[r, c], strict=True)
         }
+        measurements["uncertainty"] = round(float(doubt[r, c]), 6)
+        if tmap.spread is not None:
+            measurements["tta spread"] = round(float(tmap.spread[r, c]), 6)
         features.append(
             {
                 "type": "Feature",
@@ -200,7 +207,8 @@ def export_geojson(tmap: TissueMap, path: str | Path) -> None:
 
 def export_csv(tmap: TissueMap, path: str | Path) -> None:
     """``#`` header lines, then one row per patch: row, col, x, y, width, height, class,
-    then one column per class.
+    one column per class, then ``uncertainty`` (:meth:`TissueMap.uncertainty`) and, for
+    a map made with test-time augmentation, ``tta_spread``.
 
     The header lines give the slide, its scale and where it came from, the model and
     the grid (read the file with ``pandas.read_csv(path, comment="#")``).
@@ -211,9 +219,13 @@ def export_csv(tmap: TissueMap, path: str | Path) -> None:
     for line in header_lines(tmap):
         buffer.write(f"# {line}\n")
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row", "col", "x", "y", "width", "height", "class", *tmap.class_names])
+    extra = ["tta_spread"] if tmap.spread is not None else []
+    columns = ["row", "col", "x", "y", "width", "height", "class", *tmap.class_names]
+    writer.writerow([*columns, "uncertainty", *extra])
     labels = tmap.labels
-    empty = [""] * tmap.num_classes
+    doubt = tmap.uncertainty()
+    spread = tmap.uncertainty("tta")
+    empty = [""] * (tmap.num_classes + 1 + len(extra))
     for r in range(tmap.rows):
         for c in range(tmap.cols):
             x, y, w, h = tmap.patch_box(r, c)
@@ -221,6 +233,9 @@ def export_csv(tmap: TissueMap, path: str | Path) -> None:
             if state == CLASSIFIED:
                 name = tmap.class_names[int(labels[r, c])]
                 probs = [f"{p:.6f}" for p in tmap.probs[r, c].tolist()]
+                probs.append(f"{float(doubt[r, c]):.6f}")
+                if extra:
+                    probs.append(f"{float(spread[r, c]):.6f}")
             else:
                 name = "background" if state == BACKGROUND else "pending"
                 probs = empty
@@ -284,6 +299,7 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
 
     Arrays: ``probs`` (rows, cols, C) float32 NaN where not classified, ``state``
     (0 pending, 1 classified, 2 background), ``labels`` (-1 where not classified),
+    ``uncertainty`` (float32, normalised entropy, NaN where not classified),
     ``class_names``, ``x`` and ``y`` (level-0 left / top edge of each column's / row's
     patches, the last ones shifted inward to end at the slide's edge),
     ``metadata`` (JSON text). No pickled objects.
@@ -291,6 +307,7 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
     x, y = tmap.patch_starts()
     extra = {
         "labels": tmap.labels,
+        "uncertainty": tmap.uncertainty(),
         "class_names": np.array(tmap.class_names),
         "x": x,
         "y": y,

@@ -52,7 +52,10 @@ class TissueMap(GridLayout):
     identity dicts (the model's has name, arch, fingerprint, input_size, patch_size,
     mpp). ``warnings`` lists the doubts found before mapping (``{"kind", "message"}``,
     see :mod:`histoviewer.mapping.checks`). ``complete`` is False for a
-    map whose mapping was cancelled.
+    map whose mapping was cancelled. ``spread`` (float32 (rows, cols), NaN where not
+    classified) is set for a map made with test-time augmentation (``tta``): how far
+    the 8 flips and rotations of each patch disagree (:meth:`uncertainty` "tta"); its
+    ``probs`` are then their mean.
     """
 
     probs: np.ndarray
@@ -70,6 +73,7 @@ class TissueMap(GridLayout):
     elapsed: float = 0.0
     complete: bool = False
     warnings: list[dict[str, str]] = field(default_factory=list)
+    spread: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.class_colors = [tuple(int(v) for v in c) for c in self.class_colors]
@@ -130,6 +134,37 @@ class TissueMap(GridLayout):
         done = self.state == CLASSIFIED
         if done.any():
             out[done] = np.argmax(self.probs[done], axis=-1)
+        return out
+
+    def uncertainty(self, kind: str = "entropy") -> np.ndarray:
+        """float32 (rows, cols) in [0, 1], NaN where not classified: how unsure the model
+        is of each patch.
+
+        ``kind`` "entropy" (default): the entropy of the class probabilities over its
+        largest possible value, log(C) (0: one class certain, 1: all classes equally
+        likely); "margin": 1 minus the gap between the two most probable classes;
+        "tta": the spread of the 8 flips and rotations (all NaN for a map made without).
+        The Review panel, confidence shading and exports all use the entropy.
+        """
+        out = np.full(self.state.shape, np.nan, dtype=np.float32)
+        done = self.state == CLASSIFIED
+        if kind == "tta":
+            if self.spread is not None:
+                out[done] = self.spread[done]
+            return out
+        if not done.any() or self.num_classes < 2:
+            return out
+        p = np.clip(self.probs[done].astype(np.float64), 0.0, 1.0)
+        if kind == "entropy":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                h = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+            value = h / math.log(self.num_classes)
+        elif kind == "margin":
+            top = np.sort(p, axis=-1)
+            value = 1.0 - (top[:, -1] - top[:, -2])
+        else:
+            raise ValueError(f"unknown uncertainty {kind!r}: use 'entropy', 'margin' or 'tta'")
+        out[done] = np.clip(value, 0.0, 1.0)
         return out
 
     @property
@@ -206,12 +241,16 @@ class TissueMap(GridLayout):
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays :meth:`save` writes: probs, state and the metadata JSON string."""
-        return {
+        """The arrays :meth:`save` writes: probs, state, the metadata JSON string, and
+        ``spread`` for a map made with test-time augmentation."""
+        out = {
             "probs": np.ascontiguousarray(self.probs, dtype=np.float32),
             "state": np.ascontiguousarray(self.state, dtype=np.uint8),
             "metadata": np.array(json.dumps(self.metadata())),
         }
+        if self.spread is not None:
+            out["spread"] = np.ascontiguousarray(self.spread, dtype=np.float32)
+        return out
 
     def save(self, path: str | Path, *, extra: dict[str, np.ndarray] | None = None) -> None:
         """Write the map atomically to ``path`` (.npz, no pickled objects).
@@ -235,6 +274,7 @@ class TissueMap(GridLayout):
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("probs", "state", "metadata")}
+                spread = data["spread"] if "spread" in data.files else None
         except FileNotFoundError:
             raise TissueMapError(
                 f"cannot read tissue map {path}: the file does not exist"
@@ -259,7 +299,12 @@ class TissueMap(GridLayout):
                 f"{path} is a tissue map of format version {version!r}, which this version "
                 f"of HistoViewer cannot read (it reads version {FORMAT_VERSION})"
             )
-        return cls._from_parts(path, arrays["probs"], arrays["state"], meta)
+        tmap = cls._from_parts(path, arrays["probs"], arrays["state"], meta)
+        if spread is not None:
+            if spread.dtype != np.float32 or spread.shape != tmap.state.shape:
+                raise TissueMapError(f"{path} is damaged: its spread does not match its map")
+            tmap.spread = spread
+        return tmap
 
     @classmethod
     def _from_parts(

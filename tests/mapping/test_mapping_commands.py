@@ -87,7 +87,7 @@ def test_map_writes_every_export(big_slide, recipe_checkpoint, tmp_path, capsys)
         lines = fh.read().splitlines()
     header = [line for line in lines if line.startswith("#")]
     rows = list(csv.reader(line for line in lines if not line.startswith("#")))
-    assert len(rows) == 1 + 9 and rows[0][7:] == tmap.class_names
+    assert len(rows) == 1 + 9 and rows[0][7:] == [*tmap.class_names, "uncertainty"]
     assert "# scale: 0.495 µm/px (NDPI/TIFF resolution)" in header
     features = json.loads((out / f"{stem}.geojson").read_text())["features"]
     assert len(features) == tmap.classified_count

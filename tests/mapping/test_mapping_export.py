@@ -69,14 +69,16 @@ def test_csv_has_a_row_per_patch_and_a_column_per_class(tmp_path):
     assert header[1] == "# scale: 0.5 µm/px (given)"
     assert header[2].startswith("# model: m (fingerprint abababababab)")
     rows = list(csv.reader(lines[len(header) :]))
-    assert rows[0] == ["row", "col", "x", "y", "width", "height", "class", *NAMES]
+    assert rows[0] == ["row", "col", "x", "y", "width", "height", "class", *NAMES, "uncertainty"]
     body = rows[1:]
     assert len(body) == tmap.rows * tmap.cols
     by_cell = {(int(r[0]), int(r[1])): r for r in body}
     assert by_cell[(0, 2)][2:7] == ["300", "0", "150", "150", "tumor"]
-    assert [float(v) for v in by_cell[(0, 2)][7:]] == pytest.approx([0.7, 0.2, 0.1])
-    assert by_cell[(1, 3)][6:] == ["background", "", "", ""]
-    assert by_cell[(2, 3)][6:] == ["pending", "", "", ""]
+    assert [float(v) for v in by_cell[(0, 2)][7:10]] == pytest.approx([0.7, 0.2, 0.1])
+    # Entropy of (0.7, 0.2, 0.1) over log 3.
+    assert float(by_cell[(0, 2)][10]) == pytest.approx(0.72985, abs=1e-5)
+    assert by_cell[(1, 3)][6:] == ["background", "", "", "", ""]
+    assert by_cell[(2, 3)][6:] == ["pending", "", "", "", ""]
     assert by_cell[(2, 0)][6] == "empty"
 
 

@@ -42,6 +42,22 @@ def test_labels_counts_fractions_areas():
     assert (tmap.classified_count, tmap.background_count, tmap.pending_count) == (8, 1, 3)
 
 
+def test_uncertainty_is_the_normalised_entropy_or_one_minus_the_margin():
+    tmap = sample_map()
+    tmap.probs[0, 1] = [1.0, 0.0, 0.0]
+    tmap.probs[0, 2] = [1 / 3, 1 / 3, 1 / 3]
+    doubt = tmap.uncertainty()
+    assert doubt.dtype == np.float32 and doubt.shape == (3, 4)
+    assert doubt[0, 1] == pytest.approx(0.0) and doubt[0, 2] == pytest.approx(1.0)
+    assert doubt[0, 0] == pytest.approx(0.72985, abs=1e-5)  # (0.7, 0.2, 0.1)
+    assert np.isnan(doubt[1, 3]) and np.isnan(doubt[2, 3])  # background, pending
+    margin = tmap.uncertainty("margin")
+    assert margin[0, 0] == pytest.approx(1 - (0.7 - 0.2))
+    assert margin[0, 1] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="unknown uncertainty"):
+        tmap.uncertainty("spread")
+
+
 def test_geometry_helpers_follow_the_grid():
     tmap = sample_map()
     assert tmap.patch_box(2, 3) == (450, 300, 150, 150)
