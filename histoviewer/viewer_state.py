@@ -55,11 +55,14 @@ class MappingSettings:
 
 @dataclass(frozen=True)
 class ViewSettings:
-    """How the map overlay is drawn."""
+    """How the map overlay is drawn. ``uncertain_only`` draws only the patches whose
+    uncertainty is at least ``uncertain_threshold`` (View > Uncertain Only)."""
 
     overlay_visible: bool = True
     opacity: float = 0.45
     confidence_shading: bool = False
+    uncertain_only: bool = False
+    uncertain_threshold: float = 0.5
 
 
 Cell = tuple[int, int]
@@ -235,10 +238,22 @@ class ViewerState:
         """Label the patches ``boxes`` (level-0 x, y, size) ``name``; None removes their
         labels. One undo step; False when there are no labels to change or nothing
         changed."""
-        if self._labels is None or not boxes:
+        colors = {name: color} if name is not None and color is not None else None
+        return self.apply_labels({tuple(box): name for box in boxes}, colors)
+
+    def apply_labels(
+        self, changes: dict[Box, str | None], colors: dict[str, Color] | None = None
+    ) -> bool:
+        """Set each box's label (None removes it) as one undo step, whatever the classes
+        (an import, a relabelled cell whose old label had another box); False when there
+        are no labels or nothing changed."""
+        if self._labels is None or not changes:
             return False
-        before = self._labels.set(boxes, name, color)
-        after = {box: name for box in before}
+        for name, color in (colors or {}).items():
+            if name in set(changes.values()):
+                self._labels.colors[name] = color
+        before = self._labels.apply(changes)
+        after = {box: changes[box] for box in before}
         if all(before[b] == after[b] for b in before):
             return False
         self._undo.append((before, after))
@@ -273,7 +288,7 @@ class ViewerState:
 
     def update_view_settings(self, **changes: Any) -> None:
         """Change some of the view settings (overlay_visible, opacity,
-        confidence_shading)."""
+        confidence_shading, uncertain_only, uncertain_threshold)."""
         settings = replace(self._view_settings, **changes)
         if settings != self._view_settings:
             self._view_settings = settings

@@ -14,31 +14,30 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kather2016")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def onnx_cache_in_tmp(tmp_path_factory):
-    """Models exported for the onnxruntime backend go to a temporary folder, never to the
-    user's cache (on CPUs without native bf16 every CPU map uses that backend)."""
-    name = "HISTOVIEWER_ONNX_CACHE_DIR"  # histoviewer.mapping.onnx_backend.ONNX_CACHE_ENV
+def _folder_in_tmp(name: str, tmp_path_factory, prefix: str):
+    """Point the environment variable ``name`` at a new temporary folder, then restore it."""
     saved = os.environ.get(name)
-    os.environ[name] = str(tmp_path_factory.mktemp("onnx-cache"))
+    os.environ[name] = str(tmp_path_factory.mktemp(prefix))
     yield
     if saved is None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_in_tmp(tmp_path_factory):
+    """Models exported for the onnxruntime backend go to a temporary folder, never to the
+    user's cache (on CPUs without native bf16 every CPU map uses that backend)."""
+    # histoviewer.mapping.onnx_backend.ONNX_CACHE_ENV
+    yield from _folder_in_tmp("HISTOVIEWER_ONNX_CACHE_DIR", tmp_path_factory, "onnx-cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def labels_in_tmp(tmp_path_factory):
     """Patch labels the tests make go to a temporary folder, never the user's."""
-    name = "HISTOVIEWER_LABELS_DIR"  # histoviewer.labels.store.LABELS_ENV
-    saved = os.environ.get(name)
-    os.environ[name] = str(tmp_path_factory.mktemp("labels"))
-    yield
-    if saved is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = saved
+    # histoviewer.labels.store.LABELS_ENV
+    yield from _folder_in_tmp("HISTOVIEWER_LABELS_DIR", tmp_path_factory, "labels")
 
 
 @pytest.fixture(autouse=True)

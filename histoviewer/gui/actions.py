@@ -28,6 +28,7 @@ class ViewerCommands(Protocol):
     """
 
     view: Any  # the SlideView: zoom actions call it
+    labelling: Any  # the LabelController: label actions call it
     state: Any  # the ViewerState: update_actions reads it
 
     def choose_slide(self) -> None: ...
@@ -35,6 +36,7 @@ class ViewerCommands(Protocol):
     def close(self) -> bool: ...
     def set_overlay_visible(self, visible: bool) -> None: ...
     def set_confidence_shading(self, on: bool) -> None: ...
+    def set_uncertain_only(self, on: bool) -> None: ...
     def map_tissue(self) -> int | None: ...
     def map_region(self) -> bool: ...
     def map_current_view(self) -> int | None: ...
@@ -131,6 +133,12 @@ def build_actions(w: ViewerCommands) -> None:
         tip="Draw patches fainter where the model is unsure",
         checkable=True,
     )
+    w.uncertain_action = a(
+        "&Uncertain Only",
+        w.set_uncertain_only,
+        tip="Draw only the patches the model is unsure of (threshold: Review panel)",
+        checkable=True,
+    )
     w.map_action = a(
         "&Map Tissue",
         w.map_tissue,
@@ -220,6 +228,25 @@ def build_actions(w: ViewerCommands) -> None:
         )
         for i, mag in enumerate(PRESETS)
     ]
+    w.import_labels_action = a(
+        "&Import Labels (GeoJSON)...",
+        w.labelling.choose_import,
+        tip="Add patch labels from QuPath GeoJSON annotations (classes named as the model's)",
+    )
+    w.export_labels_action = a(
+        "E&xport Labels (GeoJSON)...",
+        w.labelling.choose_export,
+        tip="Save this slide's patch labels as QuPath GeoJSON annotations",
+    )
+    w.undo_labels_action = a(
+        "&Undo Label Change", w.labelling.undo, shortcut=std.Undo, tip="Undo the last label change"
+    )
+    w.redo_labels_action = a(
+        "&Redo Label Change", w.labelling.redo, tip="Redo the label change undone last"
+    )
+    # Ctrl+Shift+Z everywhere, and the platform's own Redo keys (Ctrl+Y on Windows).
+    redo_keys = dict.fromkeys(["Ctrl+Shift+Z", QKeySequence(std.Redo).toString()])
+    w.redo_labels_action.setShortcuts([QKeySequence(k) for k in redo_keys if k])
     w.shortcuts_action = a("&Keyboard Shortcuts", w.show_shortcuts, shortcut=std.HelpContents)
     w.about_action = a("&About HistoViewer", w.show_about)
 
@@ -239,7 +266,14 @@ def build_menus(w: ViewerCommands) -> None:
     w.export_menu.addSeparator()
     w.export_menu.addAction(w.export_view_action)
     file_menu.addSeparator()
+    file_menu.addAction(w.import_labels_action)
+    file_menu.addAction(w.export_labels_action)
+    file_menu.addSeparator()
     file_menu.addAction(w.quit_action)
+
+    edit_menu = bar.addMenu("&Edit")
+    edit_menu.addAction(w.undo_labels_action)
+    edit_menu.addAction(w.redo_labels_action)
 
     view_menu = bar.addMenu("&View")
     for action in (w.zoom_in_action, w.zoom_out_action, w.fit_action, w.actual_size_action):
@@ -250,8 +284,9 @@ def build_menus(w: ViewerCommands) -> None:
     view_menu.addSeparator()
     view_menu.addAction(w.overlay_action)
     view_menu.addAction(w.shading_action)
+    view_menu.addAction(w.uncertain_action)
     view_menu.addSeparator()
-    for dock in (w.overview_dock, w.map_dock, w.patch_dock):
+    for dock in (w.overview_dock, w.map_dock, w.patch_dock, w.review_dock):
         view_menu.addAction(dock.toggleViewAction())
 
     analysis = bar.addMenu("&Analysis")
@@ -333,6 +368,10 @@ def update_actions(w: ViewerCommands) -> None:
     w.remap_action.setEnabled(not mapping and has_map)
     w.cancel_action.setEnabled(mapping)
     w.scale_action.setEnabled(has_slide and not mapping)
+    w.import_labels_action.setEnabled(has_slide and st.classifier is not None)
+    w.export_labels_action.setEnabled(has_slide and bool(st.labels))
+    w.undo_labels_action.setEnabled(st.can_undo_labels)
+    w.redo_labels_action.setEnabled(st.can_redo_labels)
     for action in [*w.export_actions.values(), w.export_all_action]:
         action.setEnabled(has_map)
     w.load_model_action.setEnabled(not loading)

@@ -8,6 +8,8 @@ settings, jobs), which emits a signal for each change:
 - :mod:`~histoviewer.gui.mapping_controller` - the mapping job and the maps it makes;
 - :mod:`~histoviewer.gui.model_controller` - loading models, Model Info;
 - :mod:`~histoviewer.gui.exporting` - File > Export;
+- :mod:`~histoviewer.gui.labelling` - patch labels: selecting, labelling, drawing,
+  saving, Edit > Undo / Redo, File > Import / Export Labels;
 - :mod:`~histoviewer.gui.slide_scale` - the slide's scale: status-bar badge, Set Slide Scale;
 - :mod:`~histoviewer.gui.training_dialog` - Model > Train New Model (created on demand).
 
@@ -48,17 +50,20 @@ from histoviewer.gui import actions
 from histoviewer.gui import settings as config
 from histoviewer.gui.exporting import MapExporter
 from histoviewer.gui.icons import app_icon
+from histoviewer.gui.labelling import LabelController
 from histoviewer.gui.legend import LegendPanel
 from histoviewer.gui.mapping_controller import MappingController
 from histoviewer.gui.model_controller import ModelController, is_model_path, model_name
 from histoviewer.gui.overlay import OVERLAY_Z, SELECTION_Z, MapOverlay
 from histoviewer.gui.overview import OverviewPanel
 from histoviewer.gui.probabilities import PatchPanel
+from histoviewer.gui.review import ReviewPanel
 from histoviewer.gui.selection import PatchOutline
 from histoviewer.gui.shortcuts import ShortcutsDialog, research_use_text
 from histoviewer.gui.slide_scale import SlideScaleController
 from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import describe_error
+from histoviewer.labels.store import LabelStore
 from histoviewer.mapping.cache import MapCache
 from histoviewer.mapping.summary_text import partial_map_text
 from histoviewer.mapping.tissue_map import TissueMap
@@ -89,7 +94,8 @@ class MainWindow(QMainWindow):
     """HistoViewer's main window.
 
     ``settings`` defaults to the user's QSettings and ``cache`` to a MapCache in
-    the user's cache folder (or $HISTOVIEWER_CACHE_DIR); tests pass their own.
+    the user's cache folder (or $HISTOVIEWER_CACHE_DIR), ``labels`` to a LabelStore in
+    the user's data folder (or $HISTOVIEWER_LABELS_DIR); tests pass their own.
     With ``restore_model`` the model used last time (else the first model shipped
     under resources/models) is loaded in the background.
 
@@ -108,6 +114,7 @@ class MainWindow(QMainWindow):
         self,
         settings: QSettings | None = None,
         cache: MapCache | None = None,
+        labels: LabelStore | None = None,
         *,
         restore_model: bool = True,
         parent: QWidget | None = None,
@@ -115,6 +122,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings if settings is not None else config.app_settings()
         self.cache = cache if cache is not None else MapCache()
+        self.label_store = labels if labels is not None else LabelStore()
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
@@ -136,8 +144,16 @@ class MainWindow(QMainWindow):
         self.mapping.progress_reported.connect(self.legend.set_progress)
         self.mapping.finished.connect(self.mapping_finished)
         self.models = ModelController(self.state, self, self.settings, parent=self)
+        self.labelling = LabelController(
+            self.state, self, self.label_store, self.view, self.patch_panel, parent=self
+        )
+        self.statusBar().insertPermanentWidget(0, self.labelling.count_label)
         self.exporter = MapExporter(
-            self.state, self, self.settings, self.view, hide_in_pictures=[self.outline]
+            self.state,
+            self,
+            self.settings,
+            self.view,
+            hide_in_pictures=[self.outline, self.labelling.selection_layer],
         )
         actions.build_actions(self)
         actions.build_menus(self)
@@ -186,6 +202,17 @@ class MainWindow(QMainWindow):
         docks = [self.overview_dock, self.map_dock, self.patch_dock]
         self.resizeDocks(docks, list(DOCK_HEIGHTS.values()), Qt.Orientation.Vertical)
         self.resizeDocks([self.map_dock], [380], Qt.Orientation.Horizontal)
+        # Review shares the Patch panel's place (a tab): a 768 px screen has no room
+        # for a fourth panel in the column.
+        self.review = ReviewPanel(self.state)
+        self.review.patchChosen.connect(self.view.center_on)
+        self.review.uncertainOnlyToggled.connect(self.set_uncertain_only)
+        self.review.thresholdChanged.connect(
+            lambda value: self.state.update_view_settings(uncertain_threshold=float(value))
+        )
+        self.review_dock = self._dock("Review", "review", self.review)
+        self.tabifyDockWidget(self.patch_dock, self.review_dock)
+        self.patch_dock.raise_()
 
     def _dock(self, title: str, name: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -246,6 +273,7 @@ class MainWindow(QMainWindow):
         )
         st.view_settings_changed.connect(self._on_view_settings_changed)
         st.jobs_changed.connect(self._on_jobs_changed)
+        st.labels_changed.connect(lambda labels: self.update_actions())
         st.message.connect(self._show_message)
 
     def _show_message(self, text: str, milliseconds: int) -> None:
@@ -523,6 +551,8 @@ class MainWindow(QMainWindow):
     def _on_model_changed(self, classifier: Classifier | None, path: str | None) -> None:
         self._show_model(classifier, path)
         self.update_actions()
+        if self._training_dialog is not None:  # the model it fine-tunes
+            self._training_dialog.set_current_model(path, classifier and classifier.info)
         self.model_changed.emit(classifier)
 
     def _show_model(self, clf: Classifier | None, path: str | None) -> None:
@@ -553,6 +583,8 @@ class MainWindow(QMainWindow):
             self._training_dialog.use_model.connect(self._use_trained_model)
             self._training_dialog.state_changed.connect(self._on_training_state)
             self._training_dialog.run_finished.connect(self._on_training_finished)
+            clf = self.state.classifier
+            self._training_dialog.set_current_model(self.model_path, clf and clf.info)
         self._training_dialog.show()
         self._training_dialog.raise_()
         self._training_dialog.activateWindow()
@@ -566,6 +598,8 @@ class MainWindow(QMainWindow):
     def _use_trained_model(self, classifier: Classifier, path: str) -> None:
         self.state.notify(f"Using the model trained in {Path(path).parent}")
         self.models.use(classifier, path)
+        if self.state.slide is not None and self.state.classifier is classifier:
+            self.map_tissue()  # the open slide, mapped again with the new model
 
     def _on_training_finished(self, result) -> None:
         from histoviewer.gui.training_dialog import training_outcome_text
@@ -685,6 +719,11 @@ class MainWindow(QMainWindow):
         """Draw patches fainter where the model is unsure."""
         self.state.update_view_settings(confidence_shading=bool(on))
 
+    def set_uncertain_only(self, on: bool) -> None:
+        """View > Uncertain Only: draw only the patches at least as uncertain as the
+        Review panel's threshold."""
+        self.state.update_view_settings(uncertain_only=bool(on))
+
     def _on_opacity_changed(self, value: float) -> None:
         self.state.update_view_settings(opacity=float(value))
 
@@ -704,6 +743,12 @@ class MainWindow(QMainWindow):
         for control in (self.shading_action, self.legend.shading):
             if control.isChecked() != v.confidence_shading:
                 control.setChecked(v.confidence_shading)
+        self.overlay.set_uncertain_only(v.uncertain_threshold if v.uncertain_only else None)
+        for control in (self.uncertain_action, self.review.uncertain_only):
+            if control.isChecked() != v.uncertain_only:
+                control.setChecked(v.uncertain_only)
+        if abs(self.review.threshold_value() - v.uncertain_threshold) > 0.001:
+            self.review.set_threshold(v.uncertain_threshold)
 
     def _on_view_clicked(self, x: float, y: float) -> None:
         tmap = self.tissue_map

@@ -27,13 +27,18 @@ MIN_SHADED_ALPHA = 0.15
 
 
 def colorize(
-    tmap: TissueMap, visible: list[bool] | None = None, confidence_shading: bool = False
+    tmap: TissueMap,
+    visible: list[bool] | None = None,
+    confidence_shading: bool = False,
+    uncertain_from: float | None = None,
 ) -> np.ndarray:
     """RGBA uint8 (rows, cols, 4): the predicted class's colour per patch.
 
     Unclassified patches (pending, background) and hidden classes are
-    transparent. With ``confidence_shading`` alpha falls from 255 (top
-    probability 1) towards ``MIN_SHADED_ALPHA`` (top probability at chance).
+    transparent. With ``confidence_shading`` alpha falls with the patch's
+    uncertainty (:meth:`TissueMap.uncertainty`) from 255 (uncertainty 0) to
+    ``MIN_SHADED_ALPHA`` (uncertainty 1: all classes equally likely). With
+    ``uncertain_from`` only patches at least that uncertain are drawn.
     """
     n = tmap.num_classes
     palette = np.zeros((n + 1, 4), dtype=np.uint8)  # last row: "no class", transparent
@@ -44,15 +49,13 @@ def colorize(
     labels = tmap.labels.astype(np.intp)
     labels[labels < 0] = n
     rgba = palette[labels]
-    if confidence_shading:
-        done = tmap.state == CLASSIFIED
-        top = np.zeros(labels.shape, dtype=np.float32)
-        if done.any():
-            top[done] = np.nanmax(tmap.probs[done], axis=-1)
-        chance = 1.0 / n
-        strength = np.clip((top - chance) / (1.0 - chance), 0.0, 1.0)
-        strength = MIN_SHADED_ALPHA + (1.0 - MIN_SHADED_ALPHA) * strength
-        rgba[..., 3] = (rgba[..., 3] * strength).astype(np.uint8)
+    if confidence_shading or uncertain_from is not None:
+        unsure = np.nan_to_num(tmap.uncertainty(), nan=1.0)  # NaN: transparent already
+        if confidence_shading:
+            strength = MIN_SHADED_ALPHA + (1.0 - MIN_SHADED_ALPHA) * (1.0 - unsure)
+            rgba[..., 3] = np.round(rgba[..., 3] * strength).astype(np.uint8)
+        if uncertain_from is not None:
+            rgba[unsure < uncertain_from, 3] = 0
     return np.ascontiguousarray(rgba)
 
 
@@ -78,6 +81,7 @@ class MapOverlay(QGraphicsItem):
         self._map: TissueMap | None = None
         self._visible: list[bool] = []
         self._shading = False
+        self._uncertain_from: float | None = None
         self._rect = QRectF()
         self._pieces: list[tuple[QRectF, QRectF]] = []
         self._image = QImage()
@@ -117,13 +121,25 @@ class MapOverlay(QGraphicsItem):
     def confidence_shading(self) -> bool:
         return self._shading
 
+    def set_uncertain_only(self, threshold: float | None) -> None:
+        """Draw only the patches whose uncertainty is at least ``threshold`` (None:
+        every patch)."""
+        threshold = None if threshold is None else float(threshold)
+        if threshold != self._uncertain_from:
+            self._uncertain_from = threshold
+            self.refresh()
+
+    def uncertain_only(self) -> float | None:
+        """The uncertainty from which patches are drawn (None: all are)."""
+        return self._uncertain_from
+
     def refresh(self) -> None:
         """Recolour the texture from the map's current arrays."""
         if self._map is None:
             self._rgba = np.zeros((0, 0, 4), dtype=np.uint8)
             self._image = QImage()
         else:
-            self._rgba = colorize(self._map, self._visible, self._shading)
+            self._rgba = colorize(self._map, self._visible, self._shading, self._uncertain_from)
             self._image = to_qimage(self._rgba)
         self.update()
 

@@ -1,6 +1,7 @@
 """The Patch panel: what the model said about the patch the user clicked.
 
-Shows the patch image, the predicted class, its grid position and slide
+Shows the patch image, the predicted class, the pathologist's label of the
+selected patch(es) with a "Label as" choice, its grid position and slide
 coordinates, and the eight class probabilities as a sorted bar chart.
 
 The panel asks for little height: given less room than it would like, the image
@@ -13,11 +14,19 @@ its most probable ones and sums up the rest.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
-from PySide6.QtCore import QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPalette, QPixmap
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtCore import QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPaintEvent, QPalette, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from histoviewer.gui.legend import class_label
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
@@ -171,14 +180,61 @@ class PatchImage(QWidget):
         painter.end()
 
 
+def color_icon(color: tuple[int, int, int], size: int = 12) -> QIcon:
+    """A square of ``color`` with a thin dark edge, for menus and lists of classes."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(QColor(*color))
+    painter = QPainter(pixmap)
+    painter.setPen(QColor(0, 0, 0, 140))
+    painter.drawRect(0, 0, size - 1, size - 1)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def _plain(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html).replace("■ ", "").strip()
+
+
+def _swatch(color: tuple[int, int, int] | None) -> str:
+    if color is None:
+        return ""
+    r, g, b = color
+    return f"<span style='color: rgb({r},{g},{b});'>■</span> "
+
+
 class PatchPanel(QWidget):
-    """Details of one patch of a :class:`TissueMap`; :meth:`show_patch` fills it."""
+    """Details of one patch of a :class:`TissueMap`; :meth:`show_patch` fills it.
+
+    Its label row (:meth:`show_label`, hidden by :meth:`clear`) gives the label of the
+    selected patches and a "Label as" choice of the classes set with
+    :meth:`set_label_classes`; choosing emits ``labelChosen`` with the class index, or
+    None for "Remove label".
+    """
+
+    labelChosen = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.RichText)
         self.title.setWordWrap(True)
+        self.label_text = QLabel()
+        self.label_text.setTextFormat(Qt.TextFormat.RichText)
+        self.label_text.setWordWrap(True)
+        self.label_combo = QComboBox()
+        self.label_combo.setToolTip(
+            "Label the selected patches as a class (keys 1-8 on the slide; 0 or Delete "
+            "removes the label)"
+        )
+        self.label_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.label_combo.activated.connect(self._on_label_activated)
+        self.label_row = QWidget()
+        row = QHBoxLayout(self.label_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.label_text, 1)
+        row.addWidget(self.label_combo)
+        self._label_choices = 0
+        self.set_label_classes([])
         self.position = QLabel()
         self.position.setWordWrap(True)
         self.position.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -188,6 +244,7 @@ class PatchPanel(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
         layout.addWidget(self.title)
+        layout.addWidget(self.label_row)
         layout.addWidget(self.image)
         layout.addWidget(self.position)
         layout.addWidget(self.chart)
@@ -219,6 +276,60 @@ class PatchPanel(QWidget):
         self.image.setVisible(False)
         self.chart.set_entries([])
         self.chart.setVisible(False)
+        self.label_row.setVisible(False)
+
+    # --- labels -------------------------------------------------------------------------
+
+    def set_label_classes(self, classes: list[tuple[str, tuple[int, int, int]]]) -> None:
+        """The classes "Label as" offers: (label, colour) each, in the model's order."""
+        combo = self.label_combo
+        combo.clear()
+        combo.addItem("Label as...")
+        for i, (label, color) in enumerate(classes):
+            key = f"{i + 1}  " if i < 9 else ""
+            combo.addItem(color_icon(color), f"{key}{label}", i)
+        combo.addItem("Remove label", None)
+        self._label_choices = len(classes)
+        combo.setEnabled(bool(classes))
+
+    def label_choices(self) -> list[str]:
+        """The texts of the "Label as" choices (classes, then Remove label)."""
+        return [self.label_combo.itemText(i) for i in range(1, self.label_combo.count())]
+
+    def choose_label(self, index: int | None) -> None:
+        """Act as if the user chose class ``index`` (None: Remove label) in the row."""
+        self.labelChosen.emit(index)
+
+    def show_label(
+        self, groups: list[tuple[str, tuple[int, int, int] | None, int]], selected: int
+    ) -> None:
+        """Show the labels of the ``selected`` patches: ``groups`` gives (label or
+        "none", its colour or None, how many) for each label among them."""
+        if selected <= 1:
+            name, color, _ = groups[0] if groups else ("none", None, 1)
+            text = f"Label: {_swatch(color)}<b>{name}</b>" if color else "Label: none"
+        elif all(c is None for _, c, _ in groups):
+            text = f"<b>{selected} patches selected</b>, none labelled"
+        else:
+            parts = ", ".join(
+                f"{_swatch(c)}{n} {count}" if c is not None else f"{count} unlabelled"
+                for n, c, count in groups
+            )
+            text = f"<b>{selected} patches selected</b>: {parts}"
+        self.label_text.setText(text)
+        self.label_row.setVisible(True)
+
+    def label_shown(self) -> str:
+        """The label row's text without markup ("" while it is hidden)."""
+        if self.label_row.isHidden():
+            return ""
+        return _plain(self.label_text.text())
+
+    def _on_label_activated(self, row: int) -> None:
+        self.label_combo.setCurrentIndex(0)
+        if row <= 0:
+            return
+        self.labelChosen.emit(row - 1 if row <= self._label_choices else None)
 
     def show_patch(
         self, tmap: TissueMap, row: int, col: int, pixels: np.ndarray | None = None

@@ -63,21 +63,32 @@ def save_mapping_settings(qs: QSettings, s: MappingSettings) -> None:
 
 def load_view_settings(qs: QSettings) -> ViewSettings:
     d = ViewSettings()
-    try:
-        opacity = float(qs.value(_VIEW + "opacity", d.opacity))
-    except (TypeError, ValueError):
-        opacity = d.opacity
     return ViewSettings(
         overlay_visible=_bool(qs.value(_VIEW + "overlay_visible"), d.overlay_visible),
-        opacity=min(1.0, max(0.0, opacity)),
+        opacity=_fraction(qs.value(_VIEW + "opacity"), d.opacity),
         confidence_shading=_bool(qs.value(_VIEW + "confidence_shading"), d.confidence_shading),
+        uncertain_only=_bool(qs.value(_VIEW + "uncertain_only"), d.uncertain_only),
+        uncertain_threshold=_fraction(
+            qs.value(_VIEW + "uncertain_threshold"), d.uncertain_threshold
+        ),
     )
+
+
+def _fraction(value: object, default: float) -> float:
+    """A stored number from 0 to 1 (clamped); ``default`` when absent or not a number."""
+    try:
+        number = float(value if value is not None else default)
+    except (TypeError, ValueError):
+        return default
+    return min(1.0, max(0.0, number)) if number == number else default
 
 
 def save_view_settings(qs: QSettings, s: ViewSettings) -> None:
     qs.setValue(_VIEW + "overlay_visible", s.overlay_visible)
     qs.setValue(_VIEW + "opacity", s.opacity)
     qs.setValue(_VIEW + "confidence_shading", s.confidence_shading)
+    qs.setValue(_VIEW + "uncertain_only", s.uncertain_only)
+    qs.setValue(_VIEW + "uncertain_threshold", s.uncertain_threshold)
 
 
 def recent_files(qs: QSettings) -> list[str]:

@@ -25,8 +25,15 @@ GESTURES = (
     ("Mouse wheel", "Zoom about the pointer"),
     ("Click a mapped patch", "Show its eight class probabilities (Patch panel)"),
     ("Hover a mapped patch", "Its class and probability as a tooltip"),
-    ("Right-click", "Mapping commands"),
-    ("Esc", "Cancel choosing a region (Map Region)"),
+    ("Right-click", "Label the patch, and mapping commands"),
+    ("Shift+drag", "Select every patch the rectangle touches (Ctrl+Shift+drag adds)"),
+    ("Shift+click", "Add a patch to the selection, or drop it"),
+    ("1-8 with patches selected", "Label them class 1-8 (the legend's order)"),
+    ("0, Delete with patches selected", "Remove their labels"),
+    ("Review panel: Up / Down", "Step through the uncertain patches; the view follows"),
+    ("Review panel: Enter", "Accept the model's class as the label, then the next"),
+    ("Review panel: 1-8", "Label the patch class 1-8 instead"),
+    ("Esc", "Cancel choosing a region (Map Region); select no patch"),
     ("Drop a file on the window", "Open a slide, or load a model file"),
 )
 

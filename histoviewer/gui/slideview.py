@@ -137,6 +137,11 @@ class SlideView(QGraphicsView):
     instead of panning; on release ``regionSelected(QRectF)`` gives it in level-0
     pixels, clipped to the slide; Esc (or :meth:`cancel_region_selection`) ends the
     mode with ``regionSelectionCancelled()``. Wheel zoom keeps working meanwhile.
+
+    Selecting patches: Shift+left-drag draws the same rectangle (outside region
+    selection) and on release emits ``patchesSelected(QRectF, add)`` with it in level-0
+    pixels, clipped to the slide (``add``: Ctrl was held too, to add to a selection);
+    a Shift+click (no drag) emits ``shiftClicked(x, y)``.
     """
 
     zoomChanged = Signal(float)
@@ -148,6 +153,8 @@ class SlideView(QGraphicsView):
     loadFailed = Signal(str)
     regionSelected = Signal(QRectF)
     regionSelectionCancelled = Signal()
+    patchesSelected = Signal(QRectF, bool)
+    shiftClicked = Signal(float, float)
 
     def __init__(
         self, parent: QWidget | None = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
@@ -163,6 +170,7 @@ class SlideView(QGraphicsView):
         self._press_pos: QPointF | None = None
         self._selecting = False  # region selection mode
         self._band_origin: QPointF | None = None  # level-0 point where the drag began
+        self._band_picks_patches = False  # the band is a Shift+drag, not Map Region
         self._mouse_pos: QPointF | None = None  # viewport position; None: not over it
         self.scale_bar = ScaleBar()
 
@@ -211,6 +219,8 @@ class SlideView(QGraphicsView):
         close the previous reader afterwards.
         """
         self.cancel_region_selection()
+        self._band_origin = None  # a Shift+drag under way ends with its slide
+        self._band.setVisible(False)
         self.loader.set_slide(None)
         self.loader.wait(2000)
         self._reader = reader
@@ -448,6 +458,7 @@ class SlideView(QGraphicsView):
     def _end_region_selection(self) -> None:
         self._selecting = False
         self._band_origin = None
+        self._band_picks_patches = False
         self._band.setVisible(False)
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.viewport().unsetCursor()
@@ -637,7 +648,10 @@ class SlideView(QGraphicsView):
         event.accept()
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        if self._selecting and event.button() == Qt.MouseButton.LeftButton:
+        left = event.button() == Qt.MouseButton.LeftButton
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if left and (self._selecting or (shift and self._reader is not None)):
+            self._band_picks_patches = not self._selecting
             self._band_origin = self._clamp_to_slide(self.map_to_slide(event.position()))
             self._press_pos = event.position()
             self._band.setRect(QRectF(self._band_origin, self._band_origin))
@@ -649,7 +663,7 @@ class SlideView(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        if self._selecting and self._band_origin is not None:
+        if self._band_origin is not None:
             if event.button() != Qt.MouseButton.LeftButton:
                 event.accept()
                 return
@@ -659,6 +673,11 @@ class SlideView(QGraphicsView):
             self._band_origin = None
             self._band.setVisible(False)
             event.accept()
+            if self._band_picks_patches:
+                self._band_picks_patches = False
+                add = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+                self._emit_patch_pick(event.position(), rect, moved, add)
+                return
             if moved < QApplication.startDragDistance() or rect.isEmpty():
                 return  # a click, not a drag: keep waiting for a rectangle
             self._end_region_selection()
@@ -674,9 +693,18 @@ class SlideView(QGraphicsView):
             if self._inside(point):
                 self.clicked.emit(point.x(), point.y())
 
+    def _emit_patch_pick(self, pos: QPointF, rect: QRectF, moved: float, add: bool) -> None:
+        if moved >= QApplication.startDragDistance():
+            if not rect.isNull():  # a drag along a row has no height, and counts
+                self.patchesSelected.emit(rect, add)
+            return
+        point = self.map_to_slide(pos)
+        if self._inside(point):
+            self.shiftClicked.emit(point.x(), point.y())
+
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         self._mouse_pos = QPointF(event.position())
-        if self._selecting and self._band_origin is not None:
+        if self._band_origin is not None:
             self._band.setRect(self._band_rect(event.position()))
         super().mouseMoveEvent(event)
         self._mouse_pos = QPointF(event.position())

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_text, storage_error
 from histoviewer.mapping.grid import GridLayout
@@ -310,15 +312,37 @@ def cell_box(layout: GridLayout, row: int, col: int) -> Box:
     return (int(x), int(y), int(size))
 
 
+def labels_by_cell(
+    labels: LabelSet | None, layout: GridLayout | None
+) -> dict[tuple[int, int], list[PatchLabel]]:
+    """The labels whose centre lies in each cell of ``layout`` (a label made on a map of
+    another stride or model, or imported, counts where its centre is)."""
+    out: dict[tuple[int, int], list[PatchLabel]] = {}
+    if layout is None or not labels:
+        return out
+    items = list(labels)
+    cx = np.array([lab.x + lab.size / 2 for lab in items])
+    cy = np.array([lab.y + lab.size / 2 for lab in items])
+    ex, ey = layout.cell_edges()
+    inside = (cx >= ex[0]) & (cx < ex[-1]) & (cy >= ey[0]) & (cy < ey[-1])
+    cols = np.minimum(np.searchsorted(ex, cx, side="right") - 1, layout.cols - 1)
+    rows = np.minimum(np.searchsorted(ey, cy, side="right") - 1, layout.rows - 1)
+    for i in np.flatnonzero(inside).tolist():
+        out.setdefault((int(rows[i]), int(cols[i])), []).append(items[i])
+    return out
+
+
 def cell_labels(
-    labels: LabelSet, layout: GridLayout, class_names: Sequence[str]
+    labels: LabelSet | None, layout: GridLayout | None, class_names: Sequence[str]
 ) -> dict[tuple[int, int], int]:
     """``{(row, col): class index}`` of the patches of ``layout`` that hold a label's
     centre, for labels whose class is among ``class_names`` (others are left out)."""
+    ids: dict[str, int | None] = {}
     out: dict[tuple[int, int], int] = {}
-    for label in labels:
-        cid = match_class(label.name, class_names)
-        cell = layout.patch_at(*label.centre)
-        if cid is not None and cell is not None:
-            out[cell] = cid
+    for cell, found in labels_by_cell(labels, layout).items():
+        name = found[-1].name
+        if name not in ids:
+            ids[name] = match_class(name, class_names)
+        if ids[name] is not None:
+            out[cell] = ids[name]  # type: ignore[assignment]
     return out

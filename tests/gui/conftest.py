@@ -81,13 +81,17 @@ def no_leaked_widgets(qapp, request: pytest.FixtureRequest):
 def no_unexpected_questions(monkeypatch):
     """A blocking question no test answers would hang the suite: fail instead.
 
-    Tests that expect one replace ``ask_proceed`` on their window.
+    Tests that expect one replace ``ask_proceed`` or ``ask_yes_no`` on their window.
     """
 
     def refuse(self, title: str, text: str, proceed: str) -> bool:
         raise AssertionError(f"unexpected question {title!r}: {text}")
 
+    def refuse_yes_no(self, title: str, text: str) -> bool:
+        raise AssertionError(f"unexpected question {title!r}: {text}")
+
     monkeypatch.setattr(MainWindow, "ask_proceed", refuse)
+    monkeypatch.setattr(MainWindow, "ask_yes_no", refuse_yes_no)
 
 
 @pytest.fixture
