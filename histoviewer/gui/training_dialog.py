@@ -17,6 +17,14 @@ the progress bar covers all the parts, and the curves start again with each part
 finished cross-validation's final model is the one "Use this model" loads; the results
 show its test figure beside the unseen-specimen figure.
 
+"Fine-tune the current model with my labels" (the form's other mode, for the model the
+main window hands over with :meth:`TrainingDialog.set_current_model`) runs
+:func:`_finetune_job`: the ticked slides' labels are cut into ``OUT/data`` (status
+"Cutting labelled patches 12 / 40"; cancelled or failed, nothing is left there), then
+the model is fine-tuned on them. The results then compare the held-out labels (and
+tiles) before and after; "Use this model" hands the fine-tuned model to the viewer,
+which maps the open slide with it.
+
 A run takes minutes on a GPU and hours on a CPU, so nothing starts one by accident:
 no button is the dialog's default (Enter presses none of them), and Start and Resume
 first ask, through :meth:`TrainingDialog.ask_start` (which tests replace), whether to
@@ -48,6 +56,12 @@ from PySide6.QtWidgets import (
 
 from histoviewer.errors import DeviceError, HistoViewerError
 from histoviewer.gui.curves import TrainingCurves
+from histoviewer.gui.finetune_form import (
+    CutEvent,
+    FinetuneRequest,
+    cut_labelled_patches,
+    forget_patches,
+)
 from histoviewer.gui.training_form import (
     ERROR_STYLE,
     Estimate,
@@ -56,10 +70,11 @@ from histoviewer.gui.training_form import (
 from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.gui.widgets import resize_within_screen, sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
-from histoviewer.model import load_model
-from histoviewer.tasks import elapsed_duration, format_duration
+from histoviewer.model import ModelInfo, load_model
+from histoviewer.tasks import Cancelled, elapsed_duration, format_duration
 from histoviewer.training import BEST_FILE, FitResult, TrainConfig, TrainEvent, fit
 from histoviewer.training.checkpoint import LAST_FILE
+from histoviewer.training.config import finetune_config
 from histoviewer.training.crossval import (
     CrossValResult,
     cross_validate,
@@ -67,6 +82,7 @@ from histoviewer.training.crossval import (
     is_crossval,
     resume_any_config,
 )
+from histoviewer.training.finetune import comparison_lines
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +115,53 @@ def _train_job(config: TrainConfig, resume: bool, device: str):
             ) from None
 
     return job
+
+
+def _finetune_job(request: FinetuneRequest, config: TrainConfig):
+    """The worker-thread function of a new fine-tuning run: cut the labelled patches
+    into ``config.data``, then fine-tune the model on them (a FitResult; a cancelled
+    one, with nothing trained, when cancelled while cutting)."""
+
+    def job(ctx: JobContext) -> FitResult:
+        try:
+            cut_labelled_patches(request, config.data, ctx.progress, ctx.cancel)
+        except Cancelled:
+            return nothing_trained(config)
+        try:
+            # The model's own settings, read from its file (it must still be there).
+            cfg = finetune_config(
+                request.model_path,
+                config.preset,
+                data=config.data,
+                out=config.out,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                device=config.device,
+            )
+            result = _train_job(cfg, False, cfg.device)(ctx)
+        except BaseException:
+            forget_patches(config.out)
+            raise
+        if result.cancelled:
+            forget_patches(config.out)  # kept only where Resume uses them
+        return result
+
+    return job
+
+
+def nothing_trained(config: TrainConfig, out: str | None = None) -> FitResult:
+    """The result of a run (in ``out``, default its config's) cancelled before it
+    trained anything."""
+    return FitResult(
+        out or config.out,
+        config,
+        epochs_done=0,
+        history=[],
+        best_epoch=0,
+        best_val_loss=float("inf"),
+        split_counts={},
+        cancelled=True,
+    )
 
 
 def training_outcome_text(result: FitResult) -> str:
@@ -153,6 +216,7 @@ class TrainingDialog(QDialog):
         self._epochs = 0
         self._started = 0.0
         self._resumed = False  # whether the run under way continues an earlier one
+        self._cutting = False  # whether a fine-tuning run is still cutting its patches
         self._config: TrainConfig | None = None  # the run under way or last started
         # The part of a cross-validation under way: its number (1 to parts), when it
         # started and at which epoch (for the time left in all); notes already logged.
@@ -237,7 +301,9 @@ class TrainingDialog(QDialog):
             "Stop at the next batch; the last completed epoch is kept and can be resumed"
         )
         self.use_button = QPushButton("Use this model")
-        self.use_button.setToolTip("Map slides with the best model of the finished run")
+        self.use_button.setToolTip(
+            "Use the best model of the finished run in the viewer; the open slide is mapped with it"
+        )
         self.hide_button = QPushButton("Hide")
         self.hide_button.setToolTip("Hide this window; training goes on (Model > Train New Model)")
         self.start_button.clicked.connect(self.start)
@@ -279,11 +345,7 @@ class TrainingDialog(QDialog):
         form = self.form
         free_folder = form.earlier_run is None and not form.run_problem
         self.start_button.setEnabled(
-            not running
-            and form.dataset_ok
-            and free_folder
-            and not form.checking()
-            and not form.specimen_problem
+            not running and form.can_start() and free_folder and not form.checking()
         )
         self.resume_button.setEnabled(not running and form.can_resume())
         run = form.earlier_run
@@ -320,6 +382,7 @@ class TrainingDialog(QDialog):
             return None
         try:
             cfg = self.form.config()
+            request = self.form.finetune.request() if self.form.finetuning else None
         except HistoViewerError as exc:
             self.show_error(str(exc))
             return None
@@ -330,11 +393,15 @@ class TrainingDialog(QDialog):
             self.show_error(f"{cfg.out} now holds a training run; choose another folder")
             self.form.inspect_output()
             return None
-        question = self.start_question(cfg, self.form.estimate(cfg), resume=False)
+        estimate = self.form.estimate(cfg)
+        if request is not None:
+            question = self.finetune_question(cfg, request, estimate)
+        else:
+            question = self.start_question(cfg, estimate, resume=False)
         if not self.ask_start(question):
             return None
         self.form.remember()
-        return self._launch(cfg, resume=False)
+        return self._launch(cfg, resume=False, finetune=request)
 
     def resume(self) -> int | None:
         """Continue the interrupted run in the output folder from its last completed epoch,
@@ -383,6 +450,39 @@ class TrainingDialog(QDialog):
         return (
             f"{what} {where}?\n\n{time_text}\n\nThe window can be hidden meanwhile. Cancel "
             "stops after the current batch and keeps the last completed epoch."
+        )
+
+    def finetune_question(
+        self, cfg: TrainConfig, request: FinetuneRequest, estimate: Estimate | None
+    ) -> str:
+        """What Start asks before fine-tuning the current model with the labels."""
+        form = self.form.finetune
+        patches = form.labelled_patches()
+        slides = len(request.slides)
+        what = (
+            f"Fine-tune {request.info.name} with {patches:,} labelled patches of {slides} "
+            f"slide{'s' * (slides != 1)}"
+        )
+        if request.tiles:
+            what += f" and {sum(form.mixed_counts().values()):,} tiles of {request.tiles}"
+        what += (
+            f", {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} ({cfg.arch}, {cfg.image_size} px, "
+            f"batch {cfg.batch_size})"
+        )
+        if estimate is None:
+            where = f" on {cfg.device}"
+            time_text = "How long it will take cannot be estimated yet."
+        else:
+            where = f" on {estimate.where}"
+            time_text = (
+                f"{estimate.short}, plus cutting the patches and reading them "
+                f"({estimate.basis}). The first epoch shows the real speed."
+            )
+        return (
+            f"{what}{where}?\n\n{time_text}\n\nThe patches are cut into {cfg.data}; a part of "
+            "every slide's labels is held out and scored before and after fine-tuning. The "
+            "window can be hidden meanwhile. Cancel stops after the current batch and keeps "
+            "the last completed epoch."
         )
 
     def crossval_question(
@@ -451,7 +551,9 @@ class TrainingDialog(QDialog):
             return
         super().keyPressEvent(event)
 
-    def _launch(self, cfg: TrainConfig, *, resume: bool) -> int:
+    def _launch(
+        self, cfg: TrainConfig, *, resume: bool, finetune: FinetuneRequest | None = None
+    ) -> int:
         # A speed measurement must not share the device (or the random state) with the run.
         self.form.stop_measuring()
         self._clear_error()
@@ -472,14 +574,25 @@ class TrainingDialog(QDialog):
         scale = f"{cfg.tile_mpp:g} µm/px" + (" (assumed)" if cfg.mpp_assumed else "")
         if is_crossval(cfg):
             verb += f" a {cfg.folds}-fold cross-validation by specimen (then the final model):"
+        if cfg.init_from:
+            verb += f" fine-tuning {Path(cfg.init_from).name}:"
         self.log(
             f"{verb} {cfg.arch} ({cfg.preset}) for {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"{cfg.image_size} px, lr {cfg.lr:g} on {self.form.device}, tiles at {scale}; "
             f"output {cfg.out}"
         )
-        self.status_label.setText("Reading the tiles...")
         self.tabs.setCurrentWidget(self.log_view)
-        job = self.runner.start(_train_job(cfg, resume, self.form.device), "train the model")
+        self._cutting = finetune is not None
+        if finetune is not None:
+            self.status_label.setText("Cutting the labelled patches...")
+            self.log(
+                f"Cutting the labels of {len(finetune.slides)} slide(s) into {cfg.data}"
+                + (f", mixing in tiles of {finetune.tiles}." if finetune.tiles else ".")
+            )
+            job = self.runner.start(_finetune_job(finetune, cfg), "fine-tune the model")
+        else:
+            self.status_label.setText("Reading the tiles...")
+            job = self.runner.start(_train_job(cfg, resume, self.form.device), "train the model")
         self._update_buttons()
         self._emit_state(f"Training: starting ({Path(cfg.out).name})")
         return job
@@ -495,7 +608,11 @@ class TrainingDialog(QDialog):
     def _emit_state(self, text: str) -> None:
         self.state_changed.emit(text)
 
-    def _on_event(self, job_id: int, e: TrainEvent) -> None:
+    def _on_event(self, job_id: int, e: TrainEvent | CutEvent) -> None:
+        if isinstance(e, CutEvent):
+            self._on_cut_event(e)
+            return
+        self._cutting = False
         kind = e.kind
         if e.parts and e.part_no != self._part_no:
             self._begin_part(e)
@@ -504,7 +621,9 @@ class TrainingDialog(QDialog):
         if kind == "load":
             self.status_label.setText(f"Reading tiles: {e.batch:,} / {e.batches:,}")
             if e.batches:
-                self.progress.setValue(int(50 * e.batch / e.batches))
+                # After cutting labelled patches (0-30), reading them takes 30-50.
+                low = 30 if self._config is not None and self._config.init_from else 0
+                self.progress.setValue(int(low + (50 - low) * e.batch / e.batches))
         elif kind == "note":
             # Every part of a cross-validation repeats the notes about the tiles: once is
             # enough. Those about its own test specimens differ from part to part.
@@ -556,6 +675,20 @@ class TrainingDialog(QDialog):
         elif kind == "cancelled":
             self.log(f"{part}Cancelled: {e.message}.")
 
+    def _on_cut_event(self, e: CutEvent) -> None:
+        """Progress of cutting the labelled patches (the first 30 / 1000 of the bar)."""
+        if e.kind == "cut":
+            self.status_label.setText(f"Cutting labelled patches {e.done:,} / {e.total:,}")
+            if e.total:
+                self.progress.setValue(int(30 * e.done / e.total))
+            self._emit_state("Fine-tuning: cutting the labelled patches")
+        elif e.kind == "mix":
+            self.status_label.setText("Mixing in tiles...")
+            self.log(f"Mixing in tiles of {e.message}.")
+        elif e.kind == "done":
+            self._cutting = False
+            self.log(f"Cut {e.message}.")
+
     def _begin_part(self, e: TrainEvent) -> None:
         """A new part of a cross-validation: its curves start empty."""
         self._part_no, self._parts = e.part_no, e.parts
@@ -593,6 +726,11 @@ class TrainingDialog(QDialog):
     def cancelled_text(self, result: FitResult) -> str:
         """What a cancelled run left, and what Start or Resume does next."""
         done, epochs = result.epochs_done, result.config.epochs
+        if self._cutting:
+            return (
+                "Cancelled while cutting the labelled patches: nothing was trained or saved. "
+                "Start begins afresh."
+            )
         if done:
             return f"Cancelled after epoch {done} of {epochs}. Resume continues from there."
         if (Path(result.out) / LAST_FILE).is_file():
@@ -640,6 +778,13 @@ class TrainingDialog(QDialog):
         if self._resumed and total - part >= 1:
             elapsed += f" in all ({elapsed_duration(part)} since resuming)"
         metrics = run.test_metrics or {}
+        compared = ((run.report or {}).get("fine_tune") or {}).get("compared") or {}
+        if "labels" in compared:
+            c = compared["labels"]
+            return (
+                f"Finished in {elapsed}: held-out labels {c['before_accuracy'] * 100:.1f} % "
+                f"before fine-tuning, {c['after_accuracy'] * 100:.1f} % after."
+            )
         text = f"Finished in {elapsed}: test accuracy {metrics.get('accuracy', 0) * 100:.1f} %"
         if crossval is not None and crossval.summary:
             unseen = crossval.summary["accuracy"] * 100
@@ -675,18 +820,23 @@ class TrainingDialog(QDialog):
                 unseen=report.get("unseen_specimens"),
                 test_split=report.get("test_split") or "tile",
                 test_specimens=(report.get("specimens") or {}).get("test"),
+                fine_tune=report.get("fine_tune"),
             )
             self.tabs.setCurrentWidget(self.results)
             # The tables need the room more than the finished curves do (a
-            # cross-validation's two figures and per-fold table the more).
+            # cross-validation's two figures and per-fold table, or a fine-tuning's
+            # before / after table, the more).
             total = sum(self.right_splitter.sizes())
-            room = 330 if self.crossval is None else max(330, total - 230)
+            wide = self.crossval is not None or report.get("fine_tune") is not None
+            room = max(330, total - 230) if wide else 330
             self.right_splitter.setSizes([total - room, room])
             self.progress.setValue(1000)
             self.status_label.setText(self.finished_text(outcome))
             self.speed_label.setText(f"best model: epoch {result.best_epoch}")
             if self.crossval is not None:
                 self.log(f"Cross-validation by specimen: {self.crossval.crossval_path}.")
+            for line in comparison_lines((report.get("fine_tune") or {}).get("compared") or {}):
+                self.log(sentence(line) + ".")
             self.log(f"Finished. Best model: {result.best_path}; report in {result.out}.")
         self._emit_state("")
         self._after_run()
@@ -700,16 +850,7 @@ class TrainingDialog(QDialog):
             return crossval.final
         if crossval.folds:
             return crossval.folds[-1]
-        return FitResult(
-            crossval.out,
-            crossval.config,
-            epochs_done=0,
-            history=[],
-            best_epoch=0,
-            best_val_loss=float("inf"),
-            split_counts={},
-            cancelled=True,
-        )
+        return nothing_trained(crossval.config, crossval.out)
 
     def _on_failed(self, job_id: int, failure: JobFailure) -> None:
         self.status_label.setText("Stopped by an error.")
@@ -727,6 +868,19 @@ class TrainingDialog(QDialog):
         else:
             self.form.inspect_output()
         self._update_buttons()
+
+    # --- the model to fine-tune ---------------------------------------------------------
+
+    def set_current_model(self, path: str | None, info: ModelInfo | None) -> None:
+        """The model in the viewer (``path``: its file, None when it has none), which
+        "Fine-tune the current model with my labels" starts from."""
+        self.form.set_current_model(path, info)
+        self._update_buttons()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.form.finetuning and not self.is_running():
+            self.form.finetune.refresh()  # slides may have been labelled meanwhile
 
     # --- the result ---------------------------------------------------------------------
 

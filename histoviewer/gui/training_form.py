@@ -15,6 +15,12 @@ specimens it never saw, then the final model, K + 1 trainings in all. The specim
 are read from the file names as soon as the tiles are checked, so that tiles whose
 names carry none are refused before hours of work, not after the tiles are read.
 
+The form has two modes: a new model trained from a tile dataset, or the model in the
+viewer fine-tuned with the user's labels
+(:class:`~histoviewer.gui.finetune_form.FinetunePanel`, offered only while the viewer's
+model came from a file, see :meth:`TrainingForm.set_current_model`). Both share the
+output folder and Resume.
+
 Every choice is remembered in the settings as it is made and comes back the next time
 the dialog opens. Below the training settings the form says about how long the run
 will take (:class:`Estimate`): epochs times tiles at a training speed that is, best
@@ -47,6 +53,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QRadioButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -56,9 +63,10 @@ from PySide6.QtWidgets import (
 
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui import settings as config
-from histoviewer.gui.widgets import guard_wheel, sentence
+from histoviewer.gui.finetune_form import ERROR_STYLE, FinetunePanel, inspect_finetune_folder
+from histoviewer.gui.widgets import TileSourceRow, guard_wheel, sentence
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner
-from histoviewer.model import ARCHITECTURES
+from histoviewer.model import ARCHITECTURES, ModelInfo
 from histoviewer.slide.mpp import DEFAULT_MPP
 from histoviewer.training import PRESETS, TileIndex, TrainConfig, list_tiles, preset
 from histoviewer.training import report as reporting
@@ -75,7 +83,6 @@ from histoviewer.training.split import GROUPED_VAL_SHARE
 
 log = logging.getLogger(__name__)
 
-ERROR_STYLE = "color: #b00020;"
 _CHECK_DELAY_MS = 300  # wait for typing to pause before listing a folder
 _MEASURE_DELAY_MS = 800  # wait for the settings to settle before measuring the speed
 
@@ -99,6 +106,11 @@ SPEED_BASES = {
     "typical": "a typical speed of such a device; this computer's may differ several-fold",
 }
 
+
+NO_MODEL_TIP = (
+    "Fine-tunes the model in use with the patches labelled on slides. Load a model saved in a "
+    "file first (Model > Load Model...)."
+)
 
 #: Fold counts the form offers for the cross-validation by specimen.
 MIN_FOLDS, MAX_FOLDS, DEFAULT_FOLDS = 2, 10, 5
@@ -549,6 +561,8 @@ class TrainingForm(QWidget):
         self._prober = JobRunner(self)
         self._prober.succeeded.connect(self._on_probed)
         self._prober.failed.connect(self._on_probe_failed)
+        # The other mode: fine-tune the model in the viewer with the user's labels.
+        self.finetune = FinetunePanel(settings, self)
         self._build()
         self._restore()
         self._watch()
@@ -557,16 +571,10 @@ class TrainingForm(QWidget):
     # --- layout -------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.data_edit = QLineEdit()
-        self.data_edit.setPlaceholderText("a folder or .zip with one sub-folder per class")
-        self.data_folder_button = QPushButton("Folder...")
-        self.data_zip_button = QPushButton("Zip...")
-        self.data_folder_button.clicked.connect(self._choose_data_folder)
-        self.data_zip_button.clicked.connect(self._choose_data_zip)
-        data_row = QHBoxLayout()
-        data_row.addWidget(self.data_edit, 1)
-        data_row.addWidget(self.data_folder_button)
-        data_row.addWidget(self.data_zip_button)
+        data_row = TileSourceRow("Training Tiles")
+        self.data_edit = data_row.edit
+        self.data_folder_button = data_row.folder_button
+        self.data_zip_button = data_row.zip_button
         self.check_label = QLabel("Choose the labelled tiles to train on.")
         self.check_label.setWordWrap(True)
         self.check_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -713,11 +721,31 @@ class TrainingForm(QWidget):
         out_layout.addLayout(out_row)
         out_layout.addWidget(self.run_label)
 
+        self.train_radio = QRadioButton("Train a new model from tiles")
+        self.train_radio.setChecked(True)
+        self.finetune_radio = QRadioButton("Fine-tune the current model with my labels")
+        self.finetune_radio.setEnabled(False)
+        self.finetune_radio.setToolTip(NO_MODEL_TIP)
+        mode_box = QGroupBox("What to train")
+        mode_layout = QVBoxLayout(mode_box)
+        mode_layout.addWidget(self.train_radio)
+        mode_layout.addWidget(self.finetune_radio)
+        self._tile_boxes = (data_box, settings_box, self.advanced_box)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for box in (data_box, out_box, settings_box, self.advanced_box):
+        for box in (
+            mode_box,
+            data_box,
+            self.finetune.sources_box,
+            out_box,
+            settings_box,
+            self.finetune.settings_box,
+            self.advanced_box,
+        ):
             layout.addWidget(box)
         layout.addStretch(1)
+        self._show_mode()
 
         self._check_timer = QTimer(self, singleShot=True, interval=_CHECK_DELAY_MS)
         self._check_timer.timeout.connect(self.check_dataset)
@@ -725,6 +753,8 @@ class TrainingForm(QWidget):
         self._probe_timer.timeout.connect(self.inspect_output)
         self._measure_timer = QTimer(self, singleShot=True, interval=_MEASURE_DELAY_MS)
         self._measure_timer.timeout.connect(self.measure)
+        self.finetune_radio.toggled.connect(self._mode_changed)
+        self.finetune.changed.connect(self._finetune_changed)
         self.data_edit.textChanged.connect(self._data_edited)
         self.out_edit.textChanged.connect(self._out_edited)
         self.preset_combo.currentTextChanged.connect(self.apply_preset)
@@ -872,9 +902,8 @@ class TrainingForm(QWidget):
 
     def new_output_folder(self) -> None:
         """Point the output at a fresh folder under the runs folder."""
-        self.out_edit.setText(
-            str(new_run_folder(self.runs_root(), self.preset_combo.currentText()))
-        )
+        name = "finetune" if self.finetuning else self.preset_combo.currentText()
+        self.out_edit.setText(str(new_run_folder(self.runs_root(), name)))
 
     def apply_preset(self, name: str) -> None:
         """Fill the training fields from the preset ``name`` ("recipe" or "best"); the
@@ -914,10 +943,70 @@ class TrainingForm(QWidget):
     def _mpp_edited(self) -> None:
         self.mpp_given = True
 
+    # --- the mode: a new model from tiles, or the current model fine-tuned --------------
+
+    @property
+    def finetuning(self) -> bool:
+        """Whether the form describes fine-tuning the current model with the labels."""
+        return self.finetune_radio.isChecked()
+
+    def set_finetuning(self, on: bool) -> bool:
+        """Choose the mode; fine-tuning only while a model file is loaded (False if not)."""
+        if on and not self.finetune_radio.isEnabled():
+            return False
+        (self.finetune_radio if on else self.train_radio).setChecked(True)
+        return True
+
+    def set_current_model(self, path: str | None, info: ModelInfo | None) -> None:
+        """The model in the viewer and its file (None: it has none), which fine-tuning
+        starts from; without one, fine-tuning is not offered."""
+        usable = bool(path) and info is not None
+        self.finetune.set_model(path if usable else None, info if usable else None)
+        self.finetune_radio.setToolTip(
+            f"Fine-tunes the model in use ({Path(path).name}) with the patches labelled on slides"
+            if usable and path
+            else NO_MODEL_TIP
+        )
+        self.finetune_radio.setEnabled(usable and self._editable)
+        if not usable and self.finetuning and self._editable:
+            self.train_radio.setChecked(True)
+
+    def _mode_changed(self) -> None:
+        self._show_mode()
+        if self.finetuning:
+            self.finetune.refresh()  # labels may have been added since
+        folder = self.out_folder
+        if self.earlier_run is None and folder and not Path(folder).expanduser().exists():
+            self.new_output_folder()  # its name says what it holds
+        else:
+            self.inspect_output()  # fine-tuning refuses a folder of unused patches
+        self.changed.emit()
+        if self.measure_speeds:
+            self._measure_timer.start()
+
+    def _show_mode(self) -> None:
+        on = self.finetuning
+        for box in self._tile_boxes:
+            box.setVisible(not on)
+        self.finetune.sources_box.setVisible(on)
+        self.finetune.settings_box.setVisible(on)
+
+    def _finetune_changed(self) -> None:
+        self.changed.emit()
+        if self.finetuning and self.measure_speeds:
+            self._measure_timer.start()
+
+    def can_start(self) -> bool:
+        """Whether the form describes a new run that can start, the output folder and
+        the checks under way aside."""
+        if self.finetuning:
+            return self.finetune.ready
+        return self.dataset_ok and not self.specimen_problem
+
     @property
     def epochs(self) -> int:
         """The Epochs field: a run's length, and what a finished run is extended to."""
-        return self.epochs_spin.value()
+        return self.finetune.epochs if self.finetuning else self.epochs_spin.value()
 
     @property
     def unseen_specimens(self) -> bool:
@@ -939,6 +1028,8 @@ class TrainingForm(QWidget):
 
     def config(self) -> TrainConfig:
         """The run the form describes; HistoViewerError for a setting that cannot work."""
+        if self.finetuning:
+            return self.finetune.config(self.out_folder)
         name = self.preset_combo.currentText()
         base = preset(name)
         changes: dict[str, Any] = {
@@ -968,7 +1059,7 @@ class TrainingForm(QWidget):
 
     @property
     def device(self) -> str:
-        return self.device_combo.currentText()
+        return self.finetune.device if self.finetuning else self.device_combo.currentText()
 
     @property
     def out_folder(self) -> str:
@@ -976,7 +1067,8 @@ class TrainingForm(QWidget):
 
     def checking(self) -> bool:
         return (
-            self._checker.is_busy()
+            (self.finetuning and self.finetune.checking())
+            or self._checker.is_busy()
             or self._check_timer.isActive()
             or self._prober.is_busy()
             or self._probe_timer.isActive()
@@ -986,16 +1078,22 @@ class TrainingForm(QWidget):
         """Save the choices for next time, with the tiles and the run's folder (when a
         run starts)."""
         self.remember_settings()
-        for key, value in (
-            ("data", self.data_edit.text().strip()),
-            ("last_run", self.out_folder),
-        ):
-            config.set_training_value(self.settings, key, value)
+        if self.finetuning:
+            self.finetune.remember()
+        else:
+            config.set_training_value(self.settings, "data", self.data_edit.text().strip())
+        config.set_training_value(self.settings, "last_run", self.out_folder)
 
     def set_editable(self, on: bool) -> None:
         self._editable = on
         if not on:
             self.stop_measuring()
+        self.finetune.set_editable(on)
+        self.train_radio.setEnabled(on)
+        usable = self.finetune.info is not None
+        self.finetune_radio.setEnabled(on and usable)
+        if on and not usable and self.finetuning:
+            self.train_radio.setChecked(True)  # the model went while a run was going
         for w in (
             self.data_edit,
             self.data_folder_button,
@@ -1159,13 +1257,26 @@ class TrainingForm(QWidget):
         self.run_problem = "" if folder else "Choose an output folder."
         self._show_run()
         if folder:
-            self._prober.start(lambda ctx: inspect_run(folder), f"read the run in {folder}")
+            finetuning = self.finetuning
+
+            def probe(ctx: JobContext) -> EarlierRun | None:
+                run = inspect_run(folder)
+                if run is None and finetuning:
+                    inspect_finetune_folder(folder)
+                return run
+
+            self._prober.start(probe, f"read the run in {folder}")
         self.changed.emit()
 
     def _on_probed(self, job_id: int, run: EarlierRun | None) -> None:
         self.earlier_run = run
         self.run_problem = ""
-        if run is not None:
+        if run is not None and self.finetuning:
+            try:
+                self.finetune.show_run_config(TrainConfig.from_dict(run.config))
+            except Exception as exc:  # a checkpoint from another version: show it anyway
+                log.warning("settings of %s not shown: %s", run.folder, exc)
+        elif run is not None:
             # Its settings, so that Resume (or, for a finished run, more epochs) reads
             # as what it will do.
             try:
@@ -1236,19 +1347,6 @@ class TrainingForm(QWidget):
 
     # --- file choosers (tests set the fields directly) ----------------------------------
 
-    def _choose_data_folder(self) -> None:
-        start = self.data_edit.text().strip()
-        if path := QFileDialog.getExistingDirectory(self, "Training Tiles Folder", start):
-            self.data_edit.setText(path)
-
-    def _choose_data_zip(self) -> None:
-        start = self.data_edit.text().strip()
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Training Tiles Zip", start, "Zip archives (*.zip);;All files (*)"
-        )
-        if path:
-            self.data_edit.setText(path)
-
     def _choose_out(self) -> None:
         start = self.out_folder or str(self.runs_root())
         if path := QFileDialog.getExistingDirectory(self, "Output Folder", start):
@@ -1305,7 +1403,7 @@ class TrainingForm(QWidget):
         (``from_part`` and ``part_epochs_done``: where a resumed one goes on)."""
         from histoviewer.device import resolve_device
 
-        if not self.dataset_ok or not self._counts:
+        if not self.estimable():
             return None
         try:
             cfg = cfg or self.config()
@@ -1317,7 +1415,7 @@ class TrainingForm(QWidget):
         return Estimate.of(
             cfg,
             epochs,
-            self._counts,
+            self.finetune.counts() if self.finetuning else self._counts,
             speed,
             device_place(device),
             from_part=from_part,
@@ -1346,23 +1444,35 @@ class TrainingForm(QWidget):
             return self.estimate(cfg, from_part=run.part_no, part_epochs_done=run.epoch)
         return self.estimate(cfg, max(0, cfg.epochs - run.epoch))
 
+    def estimable(self) -> bool:
+        """Whether the form knows enough of the tiles to estimate a run."""
+        if self.finetuning:
+            return self.finetune.ready
+        return self.dataset_ok and bool(self._counts)
+
     def _update_estimate(self) -> None:
-        label = self.estimate_label
+        finetuning = self.finetuning
+        label = self.finetune.estimate_label if finetuning else self.estimate_label
         resuming = self.earlier_run is not None
         if resuming:
             est = self.resume_estimate() if self.can_resume() else None
         else:
             est = self.estimate()
         if est is None:
+            if finetuning:
+                waiting = "once slides with labels are ticked"
+            else:
+                waiting = "once the tiles are checked"
             label.setText(
-                "How long the run takes is estimated once the tiles are checked."
-                if not self.dataset_ok
-                else ""
+                f"How long the run takes is estimated {waiting}." if not self.estimable() else ""
             )
             label.setVisible(bool(label.text()))
             return
         what = "Resuming: " + est.short[0].lower() + est.short[1:] if resuming else est.short
         text = f"{what}: {est.work} ({est.basis})."
+        if finetuning and not resuming:
+            patches = self.finetune.labelled_patches()
+            text += f" First {patches:,} labelled patches are cut from the slides (quick)."
         if self._measuring is not None and est.speed.basis == "typical":
             text += " Measuring this computer's speed..."
         label.setText(text)
@@ -1372,7 +1482,7 @@ class TrainingForm(QWidget):
         """Measure the training speed of the form's settings (a few batches on a worker
         thread) unless it is known; the estimate then uses it."""
         self._measure_timer.stop()
-        if not (self.measure_speeds and self._editable and self.dataset_ok):
+        if not (self.measure_speeds and self._editable and self.estimable()):
             return
         try:
             cfg = self.resume_config() if self.earlier_run is not None else self.config()
@@ -1411,6 +1521,7 @@ class TrainingForm(QWidget):
         self._update_estimate()
 
     def shutdown(self) -> None:
+        self.finetune.shutdown()
         self._check_timer.stop()
         self._probe_timer.stop()
         self._measure_timer.stop()

@@ -8,6 +8,11 @@ side by side at the top, each with what it means, and the per-class table and th
 confusion matrix switch between the test split and the unseen specimens (every
 fold's test tiles pooled); a per-fold table says which specimens each fold held out.
 A class with no test tile is not scored: its scores read "–", never 0.
+
+A fine-tuning run (``fine_tune``: report.json's ``fine_tune``) shows first how the
+model did on the held-out labels, and on the held-out tiles mixed in, before and after
+fine-tuning, and which classes it was not trained on; the per-class table and the
+confusion matrix are the fine-tuned model's on all the held-out patches.
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ NOT_SCORED = "–"
 NOT_SCORED_TIP = "No tiles of this class here: not scored"
 #: The two views of the per-class table and the confusion matrix.
 TEST_VIEW, UNSEEN_VIEW = "test", "unseen"
+#: The rows of a fine-tuning run's before / after table, in order.
+FINETUNE_GROUPS = {"labels": "Held-out labels", "tiles": "Held-out tiles"}
+FINETUNE_TIPS = {
+    "labels": "Labelled patches held out of every slide's labels: never trained on",
+    "tiles": "Tiles mixed in from the tile dataset, held out: never trained on",
+}
+_BETTER, _WORSE = QColor(0, 110, 40), QColor(176, 0, 32)
 
 
 def _table(rows: int, cols: int) -> QTableWidget:
@@ -128,6 +140,26 @@ class ResultsPanel(QWidget):
         figures.addWidget(_figure_box(self.unseen_figure, self.unseen_meaning), 1)
         self.figures.setVisible(False)
 
+        # A fine-tuning run's scores before and after, and the classes not trained on.
+        self.finetune_title = _label()
+        self.finetune_table = _table(0, 3)
+        self.finetune_table.setHorizontalHeaderLabels(
+            ["Scored on", "Accuracy before → after", "Macro F1 before → after"]
+        )
+        self.finetune_table.verticalHeader().setVisible(False)
+        header = self.finetune_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.untrained_label = _label()
+        self.finetune_box = QWidget()
+        finetune = QVBoxLayout(self.finetune_box)
+        finetune.setContentsMargins(0, 0, 0, 4)
+        finetune.addWidget(self.finetune_title)
+        finetune.addWidget(self.finetune_table)
+        finetune.addWidget(self.untrained_label)
+        self.finetune_box.setVisible(False)
+
         self.summary = _label("The test results appear here when a run has finished.")
         # The model's scale and the run's notes, under the tables: the figures and the
         # tables are what a user looks for first.
@@ -203,6 +235,7 @@ class ResultsPanel(QWidget):
         layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.summary)
+        layout.addWidget(self.finetune_box)
         layout.addWidget(self.figures)
         layout.addWidget(self.views)
         layout.addLayout(tables)
@@ -220,6 +253,7 @@ class ResultsPanel(QWidget):
 
         self.metrics: dict[str, Any] | None = None
         self.unseen: dict[str, Any] | None = None
+        self.fine_tune: dict[str, Any] | None = None
         self._colors: list[tuple[int, int, int]] = []
 
     def clear(self) -> None:
@@ -228,6 +262,9 @@ class ResultsPanel(QWidget):
         self.details.clear()
         self.details.setVisible(False)
         self.unseen = None
+        self.fine_tune = None
+        self.finetune_box.setVisible(False)
+        self.finetune_table.setRowCount(0)
         self.figures.setVisible(False)
         self.views.setVisible(False)
         self.per_fold_box.setVisible(False)
@@ -248,6 +285,7 @@ class ResultsPanel(QWidget):
         unseen: dict[str, Any] | None = None,
         test_split: str = "tile",
         test_specimens: list[str] | None = None,
+        fine_tune: dict[str, Any] | None = None,
     ) -> None:
         """Show ``metrics``; ``colors`` give each class its swatch; ``scale`` (the run's
         :func:`~histoviewer.training.trainer.scale_summary`) and ``notes`` go under the
@@ -257,9 +295,12 @@ class ResultsPanel(QWidget):
         run (report.json's ``unseen_specimens``), shown as a second figure, a view of
         the tables and a per-fold table. ``test_split``: the report's ``test_split``;
         "specimen" (a run that held out ``test_specimens``) says so in the headline.
-        The view shown is the test split's."""
+        ``fine_tune``: report.json's ``fine_tune`` of a run that fine-tuned a model, shown
+        as a before / after table above the per-class scores. The view shown is the test
+        split's."""
         self.metrics = metrics
         self.unseen = unseen
+        self.fine_tune = fine_tune
         names = list(metrics["class_names"])
         self._colors = list(colors or [(128, 128, 128)] * len(names))
         accuracy = _percent(metrics["accuracy"])
@@ -268,6 +309,8 @@ class ResultsPanel(QWidget):
             # The figures stand in their boxes above; the model and scale come here.
             self._show_figures(metrics, unseen)
             lines = ["The model to use is the final model, trained on the canonical split"]
+        elif fine_tune is not None:
+            lines = [f"<b>Held-out accuracy after fine-tuning {accuracy}</b> · {figures}"]
         elif test_split == "specimen":
             which = f" ({', '.join(test_specimens)})" if test_specimens else ""
             lines = [f"<b>Test accuracy on unseen specimens{which}: {accuracy}</b> · {figures}"]
@@ -294,6 +337,9 @@ class ResultsPanel(QWidget):
         self.details.setVisible(bool(rest))
         self.figures.setVisible(unseen is not None)
         self.views.setVisible(unseen is not None)
+        self.finetune_box.setVisible(fine_tune is not None)
+        if fine_tune is not None:
+            self._show_fine_tune(fine_tune)
         if unseen is not None:
             self._show_per_fold(unseen)
         self.test_button.blockSignals(True)
@@ -325,6 +371,44 @@ class ResultsPanel(QWidget):
             f"{html.escape(UNSEEN_MEANING, quote=False)}<br>Macro F1 {unseen['macro_f1']:.3f} · "
             f"{unseen['n']:,} tiles of {specimens} specimens.{html.escape(missing, quote=False)}"
         )
+
+    def _show_fine_tune(self, fine_tune: dict[str, Any]) -> None:
+        start = (fine_tune.get("start_model") or {}).get("name") or "the model"
+        self.finetune_title.setText(
+            f"<b>Fine-tuned from {html.escape(start, quote=False)}</b>: patches held out of "
+            "training, scored with the model before and after fine-tuning"
+        )
+        compared = fine_tune.get("compared") or {}
+        rows = [key for key in FINETUNE_GROUPS if key in compared]
+        self.finetune_table.setRowCount(len(rows))
+        for row, key in enumerate(rows):
+            c = compared[key]
+            name = _item(f"{FINETUNE_GROUPS[key]} ({c['n']:,})", _LEFT)
+            name.setToolTip(FINETUNE_TIPS[key])
+            accuracy = _change(c["before_accuracy"], c["after_accuracy"], _percent)
+            f1 = _change(c["before_macro_f1"], c["after_macro_f1"], "{:.3f}".format)
+            for col, item in enumerate((name, accuracy, f1)):
+                self.finetune_table.setItem(row, col, item)
+        _fit_height(self.finetune_table)
+        self.finetune_table.setVisible(bool(rows))
+        untrained = list(fine_tune.get("untrained_classes") or [])
+        if untrained:
+            names = ", ".join(class_label(n) for n in untrained)
+            one = len(untrained) == 1
+            self.untrained_label.setText(
+                f"Not trained on {names} (no labels or tiles of "
+                f"{'it' if one else 'them'}): the model keeps what it knew of "
+                f"{'that class' if one else 'those classes'}."
+            )
+        else:
+            self.untrained_label.setText("Every class of the model was trained on.")
+
+    def finetune_rows(self) -> list[tuple[str, str, str]]:
+        """The before / after table as text: (scored on, accuracy, macro F1)."""
+        return [
+            tuple(self.finetune_table.item(r, c).text() for c in range(3))
+            for r in range(self.finetune_table.rowCount())
+        ]
 
     def _show_per_fold(self, unseen: dict[str, Any]) -> None:
         rows = unseen.get("per_fold") or []
@@ -381,7 +465,12 @@ class ResultsPanel(QWidget):
             return
         unseen = self.view() == UNSEEN_VIEW
         shown = self.unseen if unseen and self.unseen is not None else self.metrics
-        if self.unseen is None:
+        if self.unseen is None and self.fine_tune is not None:
+            self.per_class_title.setText("Per class, all held-out patches, after fine-tuning")
+            self.confusion_title.setText(
+                "Confusion matrix after fine-tuning (rows: true class, columns: predicted)"
+            )
+        elif self.unseen is None:
             self.per_class_title.setText("Per class")
             self.confusion_title.setText("Confusion matrix (rows: true class, columns: predicted)")
         elif unseen:
@@ -470,6 +559,16 @@ class ResultsPanel(QWidget):
             tuple(self.per_fold.item(r, c).text() for c in range(5))
             for r in range(self.per_fold.rowCount())
         ]
+
+
+def _change(before: float, after: float, shown: Any) -> QTableWidgetItem:
+    """'50.0 % → 100.0 %': green when better, red when worse (beyond rounding)."""
+    item = _item(f"{shown(before)} → {shown(after)}", _CENTER)
+    if after - before > 0.0005:
+        item.setForeground(_BETTER)
+    elif before - after > 0.0005:
+        item.setForeground(_WORSE)
+    return item
 
 
 def _class_cell(name: str, color: tuple[int, int, int]) -> QWidget:

@@ -7,12 +7,23 @@ screen it opens on (a laptop's 1366 x 768), so its buttons stay reachable.
 that the pointer merely passes over while a form is scrolled: only a field with
 keyboard focus (clicked or tabbed into) takes the wheel; otherwise the wheel goes on
 to the scroll area around it, as in Firefox's and Qt Creator's settings pages.
+
+:class:`TileSourceRow` is the line and buttons that choose a tile dataset.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QComboBox, QWidget
+from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
 
 #: The fields the wheel would change (spin boxes of every kind, combo boxes).
 WHEEL_FIELDS = (QAbstractSpinBox, QComboBox)
@@ -68,3 +79,34 @@ def resize_within_screen(window: QWidget, width: int, height: int, share: float 
         width = min(width, int(area.width() * share))
         height = min(height, int(area.height() * share))
     window.resize(width, height)
+
+
+class TileSourceRow(QHBoxLayout):
+    """A line for a tile dataset (folder or .zip) with "Folder..." and "Zip..." buttons
+    that fill it in; ``title`` names the choosing dialogs."""
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title = title
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("a folder or .zip with one sub-folder per class")
+        self.folder_button = QPushButton("Folder...")
+        self.zip_button = QPushButton("Zip...")
+        self.folder_button.clicked.connect(self.choose_folder)
+        self.zip_button.clicked.connect(self.choose_zip)
+        self.addWidget(self.edit, 1)
+        self.addWidget(self.folder_button)
+        self.addWidget(self.zip_button)
+
+    def choose_folder(self) -> None:
+        start = self.edit.text().strip()
+        if path := QFileDialog.getExistingDirectory(self.edit, self.title, start):
+            self.edit.setText(path)
+
+    def choose_zip(self) -> None:
+        start = self.edit.text().strip()
+        path, _ = QFileDialog.getOpenFileName(
+            self.edit, self.title, start, "Zip archives (*.zip);;All files (*)"
+        )
+        if path:
+            self.edit.setText(path)
