@@ -329,6 +329,12 @@ class ReviewPanel(QWidget):
         row = self.list.currentIndex().row()
         box = cell_box(tmap, item.row, item.col)
         changed = self.state.label_boxes([box], tmap.class_names[cls], tmap.class_colors[cls])
+        if changed:
+            self.state.notify(
+                f"Patch {item.row + 1}, {item.col + 1} labelled "
+                f"{class_label(tmap.class_names[cls])} (Ctrl+Z undoes)",
+                6000,
+            )
         self.refresh()  # labels_changed may be queued or throttled: drop the patch now
         following = self.current()
         if following is not None and following.cell == item.cell:

@@ -109,9 +109,12 @@ def test_enter_labels_the_patch_with_the_models_class_and_moves_on(reviewing, qt
     first, second = panel.items()[:2]
     panel.step_to(0)
     assert window.state.selection == first.cell
+    said = []
+    window.state.message.connect(lambda text, ms: said.append(text))
     qtbot.keyClick(panel.list, Qt.Key.Key_Return)
     labels = window.state.labels
     assert labels.get(cell_box(tmap, *first.cell)) == NAMES[first.cls]
+    assert said and said[-1].startswith(f"Patch {first.row + 1}, {first.col + 1} labelled ")
     assert labels.colors[NAMES[first.cls]] == COLORS[first.cls]
     assert panel.current() == second
     assert window.state.selection == second.cell
