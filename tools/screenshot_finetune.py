@@ -72,18 +72,13 @@ def make_inputs(folder: Path) -> tuple[Path, Path]:
 def import_labels(slide: Path, model: Path, geojson: Path) -> None:
     """Store the QuPath labels of ``slide`` as the viewer would after File > Import."""
     from histoviewer.labels import LabelSet, LabelStore
-    from histoviewer.labels.geojson import labels_from_geojson, read_geojson
+    from histoviewer.labels.geojson import labels_on_slide, read_geojson
     from histoviewer.model import load_model
     from histoviewer.slide import open_slide
 
     info = load_model(model).info
     with open_slide(slide) as reader:
-        imported = labels_from_geojson(
-            read_geojson(geojson),
-            patch_size=round(info.patch_size * info.mpp / reader.mpp),
-            class_names=info.class_names,
-            slide_size=tuple(reader.dimensions),
-        )
+        imported = labels_on_slide(read_geojson(geojson), reader, info)
         LabelStore().save(LabelSet(reader.identity(), imported.labels))
 
 

@@ -45,7 +45,7 @@ from histoviewer.gui.label_layer import (
 from histoviewer.gui.legend import class_label
 from histoviewer.gui.probabilities import PatchPanel, color_icon
 from histoviewer.gui.slideview import SlideView
-from histoviewer.labels.geojson import labels_from_geojson, read_geojson, write_labels_geojson
+from histoviewer.labels.geojson import labels_on_slide, read_geojson, write_labels_geojson
 from histoviewer.labels.store import (
     Box,
     Color,
@@ -473,15 +473,8 @@ class LabelController(QObject):
         if not self._ready_to_import():
             return None
         slide, info = self.state.slide, self.state.classifier.info
-        patch = max(1, round(info.patch_size * info.mpp / slide.mpp))
         try:
-            imported = labels_from_geojson(
-                read_geojson(path),
-                patch_size=patch,
-                class_names=info.class_names,
-                slide_size=tuple(slide.dimensions),
-                where=Path(path).name,
-            )
+            imported = labels_on_slide(read_geojson(path), slide, info, Path(path).name)
         except LabelError as exc:
             self.dialogs.show_error("Cannot import labels", str(exc))
             return None

@@ -92,7 +92,7 @@ def run_extract(args: argparse.Namespace) -> int:
             if args.mpp is not None:
                 reader.set_mpp(args.mpp, GIVEN_CLI)
             labels = (
-                read_labels_file(files[i], reader, info.class_names, info.patch_size, info.mpp)
+                read_labels_file(files[i], reader, info)
                 if files
                 else LabelStore().load(reader.identity())
             )
@@ -115,24 +115,14 @@ def run_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_labels_file(
-    path: str | Path, reader, class_names: list[str], patch_size: int, model_mpp: float
-) -> LabelSet:
+def read_labels_file(path: str | Path, reader, info) -> LabelSet:
     """A slide's labels from QuPath GeoJSON or a HistoViewer labels file.
 
-    GeoJSON shapes are tiled with the model's patch at the slide's scale.
+    GeoJSON shapes are tiled with the model's (``info``) patch at the slide's scale.
     """
-    from histoviewer.labels.geojson import labels_from_geojson, read_geojson
+    from histoviewer.labels.geojson import labels_on_slide, read_geojson
 
     data = read_geojson(path)
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
         return LabelSet.from_dict(data, str(path))
-    side = max(1, round(patch_size * model_mpp / reader.mpp))
-    imported = labels_from_geojson(
-        data,
-        patch_size=side,
-        class_names=class_names,
-        slide_size=tuple(reader.dimensions),
-        where=str(path),
-    )
-    return LabelSet(reader.identity(), imported.labels)
+    return LabelSet(reader.identity(), labels_on_slide(data, reader, info, str(path)).labels)

@@ -39,6 +39,7 @@ from histoviewer.classes import default_classes
 from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_bytes, atomic_write_text, storage_error
 from histoviewer.labels.store import LabelError, LabelSet, match_class
+from histoviewer.mapping.grid import slide_patch
 from histoviewer.tasks import Cancelled, CancelToken
 
 if TYPE_CHECKING:
@@ -164,10 +165,9 @@ def cut_patch(
 ) -> tuple[int, int, int, np.ndarray]:
     """(x, y, size, pixels): the model's patch centred on level-0 ``centre`` (kept on
     the slide), its level-0 box and uint8 (P, P, 3) pixels at the model's scale."""
-    from histoviewer.model.preprocessing import to_patch_scale
+    from histoviewer.model.preprocessing import to_patch_scale  # torch: only when cutting
 
-    scale = info.mpp / slide.mpp  # level-0 px per model px
-    size = max(1, round(info.patch_size * scale))
+    size, level, down = slide_patch(slide, info)  # where a map reads this patch from
     width, height = slide.dimensions
     if width < size or height < size:
         raise HistoViewerError(
@@ -175,9 +175,6 @@ def cut_patch(
         )
     x = int(min(max(0, round(centre[0] - size / 2)), width - size))
     y = int(min(max(0, round(centre[1] - size / 2)), height - size))
-    # The level a map reads this patch from (never coarser than the model's scale).
-    level = slide.best_level_for_downsample(scale) if scale > 1 else 0
-    down = float(slide.level_downsamples[level])
     side = max(1, round(size / down))
     pixels = slide.read_region(level, round(x / down), round(y / down), side, side)
     return x, y, size, to_patch_scale(pixels[None], info.patch_size)[0]

@@ -22,12 +22,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from histoviewer.fileio import atomic_write_bytes, atomic_write_text
 from histoviewer.labels.store import Color, LabelError, LabelSet, PatchLabel, match_class
+from histoviewer.mapping.grid import slide_patch
+
+if TYPE_CHECKING:
+    from histoviewer.model import ModelInfo
+    from histoviewer.slide import SlideReader
 
 # A square whose side is within this share of a patch's is taken as that one patch.
 _SQUARE_TOLERANCE = 0.1
@@ -174,6 +179,20 @@ def labels_from_geojson(
     for lab in out.labels:
         out.per_class[lab.name] = out.per_class.get(lab.name, 0) + 1
     return out
+
+
+def labels_on_slide(
+    data: Any, slide: SlideReader, info: ModelInfo, where: str = "the GeoJSON"
+) -> ImportedLabels:
+    """:func:`labels_from_geojson` for ``slide``, tiled with ``info``'s patch at the
+    slide's scale (as a map of that model cuts it) and kept on the slide."""
+    return labels_from_geojson(
+        data,
+        patch_size=slide_patch(slide, info)[0],
+        class_names=info.class_names,
+        slide_size=tuple(slide.dimensions),
+        where=where,
+    )
 
 
 def _features(data: Any, where: str) -> list[dict[str, Any]]:

@@ -168,6 +168,16 @@ class PatchGrid(GridLayout):
         return round(x / self.downsample), round(y / self.downsample)
 
 
+def slide_patch(slide: SlideReader, info: ModelInfo) -> tuple[int, int, float]:
+    """(side, level, downsample): one model patch's side in the slide's level-0 pixels,
+    and the pyramid level it is read from (the closest to the model's scale, never
+    coarser) with that level's downsample."""
+    scale = info.mpp / slide.mpp  # level-0 px per model px
+    side = max(1, round(info.patch_size * scale))
+    level = slide.best_level_for_downsample(scale) if scale > 1 else 0
+    return side, level, float(slide.level_downsamples[level])
+
+
 def make_grid(slide: SlideReader, info: ModelInfo, stride: int | None = None) -> PatchGrid:
     """The grid of patches of ``info``'s scale over the whole of ``slide``.
 
@@ -180,9 +190,8 @@ def make_grid(slide: SlideReader, info: ModelInfo, stride: int | None = None) ->
         stride = info.patch_size
     if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
         raise ValueError(f"stride must be a positive whole number of pixels, not {stride!r}")
-    scale = info.mpp / slide.mpp  # level-0 px per model px
-    patch = max(1, round(info.patch_size * scale))
-    step = max(1, round(stride * scale))
+    patch, level, downsample = slide_patch(slide, info)
+    step = max(1, round(stride * info.mpp / slide.mpp))
     width, height = slide.dimensions
     if width < patch or height < patch:
         name = slide.path.name if getattr(slide, "path", None) else "the slide"
@@ -194,8 +203,6 @@ def make_grid(slide: SlideReader, info: ModelInfo, stride: int | None = None) ->
         )
     cols = patches_across(width, patch, step)
     rows = patches_across(height, patch, step)
-    level = slide.best_level_for_downsample(scale) if scale > 1 else 0
-    downsample = float(slide.level_downsamples[level])
     read_size = max(1, round(patch / downsample))
     return PatchGrid(
         rows=rows,
