@@ -51,7 +51,7 @@ import torch.distributed as dist
 
 from histoviewer.device import resolve_device
 from histoviewer.errors import DeviceError
-from histoviewer.jobwatch import JobWatch, Terminated
+from histoviewer.jobwatch import TERMINATED, JobWatch, Terminated
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def session(
     joined = _current is None
     ctx = setup(device, backend=backend, timeout=timeout)
     watch = ctx.watch if joined else None
-    previous = _catch_sigterm() if watch is not None else None
+    previous = _catch_sigterm(watch) if watch is not None else None
     try:
         yield ctx
     except BaseException as exc:
@@ -302,12 +302,13 @@ def session(
             teardown()
 
 
-def _catch_sigterm() -> Any:
+def _catch_sigterm(watch: JobWatch) -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def terminated(signum: int, frame: Any) -> None:
-        raise Terminated("stopped by a termination signal (SIGTERM)")
+        watch.terminate()  # remembered, in case the exception below is swallowed
+        raise Terminated(TERMINATED)
 
     return signal.signal(signal.SIGTERM, terminated)
 

@@ -38,6 +38,8 @@ STOP_GRACE_S = 10.0
 NOTICE_WAIT_S = 20.0
 #: How long rank 0 (which may host the store) waits at the end for the others to leave.
 FINISH_WAIT_S = 60.0
+#: What a process stopped by SIGTERM says when the store does not tell why.
+TERMINATED = "stopped by a termination signal (SIGTERM)"
 
 _GONE = "(killed, out of memory, or its machine is down)"
 
@@ -62,6 +64,7 @@ class JobWatch:
         self.peers = [r for r in range(world) if r != rank]
         self.trouble: str | None = None  # why this process must stop, once known
         self.trouble_at = 0.0
+        self.terminated_at: float | None = None  # when SIGTERM came (see terminate())
         self.handling = False  # the main thread is acting on an error (or finishing)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,8 +75,23 @@ class JobWatch:
     # --- the main thread
 
     def check(self) -> None:
+        if self.terminated_at is not None:
+            raise Terminated(TERMINATED)
         if self.trouble is not None:
             raise PeerError(self.trouble)
+
+    def terminate(self) -> None:
+        """SIGTERM came (torchrun stops the others this way when a process ends badly).
+
+        Called by the signal handler, which then raises Terminated wherever the main
+        thread is. A library's broad ``except`` may swallow that exception (SIGTERM during
+        an import that is allowed to fail, say), so it is remembered: every later
+        :meth:`check` raises Terminated again, and if the main thread does not act on it
+        within STOP_GRACE_S the watcher ends this process, saying why, before torchrun's
+        own grace period runs out and it is killed without a word.
+        """
+        if self.terminated_at is None:
+            self.terminated_at = time.monotonic()
 
     def post(self, key: str, obj: Any) -> None:
         self.store.set(key, pickle.dumps(obj))
@@ -102,7 +120,8 @@ class JobWatch:
         waits (at most NOTICE_WAIT_S) until their watchers have read the record.
         """
         self.handling = True
-        terminated = isinstance(exc, Terminated)
+        # Whatever ends the block after a SIGTERM (maybe one swallowed: see terminate()).
+        terminated = isinstance(exc, Terminated) or self.terminated_at is not None
         if isinstance(exc, PeerError) and not terminated:
             self._mark("noticed")
             return exc
@@ -150,12 +169,13 @@ class JobWatch:
             except Exception as exc:  # the store is gone: whoever hosted it has stopped
                 if not self.handling:
                     self._flag(self._lost_store(exc))
-            if (
-                self.trouble is not None
-                and not self.handling
-                and time.monotonic() - self.trouble_at > STOP_GRACE_S
-            ):
+            if not self.handling and self._overdue():
                 self._stop_by_force()
+
+    def _overdue(self) -> bool:
+        """The main thread has had STOP_GRACE_S to act on SIGTERM or on trouble."""
+        since = [t for t in (self.terminated_at, self.trouble and self.trouble_at) if t]
+        return bool(since) and time.monotonic() - min(since) > STOP_GRACE_S
 
     def _flag(self, sentence: str) -> None:
         with self._lock:
@@ -196,11 +216,15 @@ class JobWatch:
     def _stop_by_force(self) -> None:
         with self._lock:
             self.handling = True
+        reason = self.trouble
+        if self.terminated_at is not None:
+            cause = reason or self._find_cause(3.0)
+            reason = f"stopped by torchrun: {cause}" if cause else TERMINATED
         self._mark("noticed")
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         print(
-            f"histoviewer: error: {self.trouble} (this process did not stop by itself "
+            f"histoviewer: error: {reason} (this process did not stop by itself "
             f"within {STOP_GRACE_S:.0f} s and was ended)",
             file=sys.stderr,
             flush=True,

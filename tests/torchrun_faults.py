@@ -15,7 +15,11 @@ these environment variables choose, read in every process:
   slide in its folder has its sidecar, or 60 s);
 - ``HV_FAULT_RANK``: the process the fault strikes (default 1; any for slow-slide);
 - ``HV_LONG_SLIDE_S``: the other processes' first slide takes this long, reporting
-  progress every 0.1 s (a long slide, stoppable between batches as a real one is).
+  progress every 0.1 s (a long slide, stoppable between batches as a real one is), and
+  a disk-full or kill fault waits until one of them is in it (``HV_SYNC_DIR``);
+- ``HV_SWALLOW``: in that long slide, a broad ``except Exception`` (as a library's
+  check that an optional import works has) swallows the ``first`` exception raised,
+  or ``all`` of them: the Terminated that SIGTERM raises lands there.
 
 A struck process prints ``fault-test: fault at T`` as the fault strikes, and every
 process ``fault-test: exit N at T`` when the command returns (T: time.time()).
@@ -25,10 +29,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +95,8 @@ def _torchrun(options: list[str], args: list[str]) -> list[str]:
 
 def _run(commands: list[list[str]], faults: dict[str, str]) -> list[Node]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    sync = tempfile.mkdtemp(prefix="histoviewer-faults-")  # for HV_LONG_SLIDE_S
+    env["HV_SYNC_DIR"] = sync
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     env.update(faults)
@@ -122,6 +130,8 @@ def _run(commands: list[list[str]], faults: dict[str, str]) -> list[Node]:
             f"the job did not end within {TIMEOUT_S} s; its output:\n"
             + "\n".join(err[-3000:] for _, err in outputs)
         ) from None
+    finally:
+        shutil.rmtree(sync, ignore_errors=True)
     return nodes
 
 
@@ -147,22 +157,43 @@ def _install_faults() -> None:
     struck = int(os.environ.get("RANK", "0")) == int(os.environ.get("HV_FAULT_RANK", "1"))
     long_slide_s = float(os.environ.get("HV_LONG_SLIDE_S", "0"))
     slow_slide = os.environ.get("HV_SLOW_SLIDE", "")
+    swallow = os.environ.get("HV_SWALLOW", "")
+    # Made by the first process to begin its long slide; the struck process waits for it.
+    begun = Path(os.environ.get("HV_SYNC_DIR", ".")) / "long-slide-begun"
     map_one = batch.map_one
     first = [True]
 
     def faulty_map_one(slide: Path, classifier, options, out_dir: Path, **kwargs):
         is_first, first[0] = first[0], False
         if struck and is_first and fault in ("disk-full", "kill"):
+            if long_slide_s:  # strike while the others are in their long slide
+                deadline = time.monotonic() + 60
+                while not begun.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
             _strike()
             if fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise StorageError(f"cannot write {out_dir / slide.stem}.npz: the disk is full")
         if not struck and is_first and long_slide_s:
             progress = kwargs.get("progress")
+            swallowed = 0
+
+            def call(fn, *args) -> None:
+                nonlocal swallowed
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    if not swallow or (swallow == "first" and swallowed):
+                        raise
+                    swallowed += 1
+                    if swallowed == 1:
+                        print(f"fault-test: swallowed {exc!r}", file=sys.stderr, flush=True)
+
+            begun.touch()
             for i in range(int(long_slide_s * 10)):
                 if progress is not None:
-                    progress(MapProgress(i, 10**6, 0, 10.0, None, i / 10))
-                time.sleep(0.1)
+                    call(progress, MapProgress(i, 10**6, 0, 10.0, None, i / 10))
+                call(time.sleep, 0.1)
         if fault == "slow-slide" and slide.name == slow_slide:
             others = [p for p in slide.parent.iterdir() if p.name != slow_slide]
             deadline = time.monotonic() + 60
