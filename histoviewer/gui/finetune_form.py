@@ -55,6 +55,7 @@ from histoviewer.labels.store import LabelError, LabelStore, match_class
 from histoviewer.tasks import CancelToken
 from histoviewer.training import TrainConfig, list_tiles, preset
 from histoviewer.training.checkpoint import LAST_FILE
+from histoviewer.training.config import model_settings
 
 if TYPE_CHECKING:
     from histoviewer.labels.extract import ExtractResult
@@ -767,11 +768,8 @@ class FinetunePanel(QObject):
             epochs=self.epochs_spin.value(),
             batch_size=self.batch_spin.value(),
             device=self.device,
-            arch=info.arch,
-            image_size=info.input_size,
-            mpp=info.mpp,
-            patch_size=info.patch_size,
             init_from=path,
+            **model_settings(info),
         )
 
     def request(self) -> FinetuneRequest:

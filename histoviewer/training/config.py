@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from histoviewer.errors import HistoViewerError
-from histoviewer.model import ARCHITECTURES
+from histoviewer.model import ARCHITECTURES, ModelInfo
 from histoviewer.slide.mpp import DEFAULT_MPP, plausible
 
 log = logging.getLogger(__name__)
@@ -381,12 +381,7 @@ def finetune_config(model: str, preset_name: str = "finetune", **changes: Any) -
     from histoviewer.model import load_model
 
     info = load_model(model).info
-    fixed = {
-        "arch": info.arch,
-        "image_size": info.input_size,
-        "mpp": info.mpp,
-        "patch_size": info.patch_size,
-    }
+    fixed = model_settings(info)
     for name, value in fixed.items():
         given = changes.get(name)
         if given is not None and given != value:
@@ -396,6 +391,17 @@ def finetune_config(model: str, preset_name: str = "finetune", **changes: Any) -
                 f"{given!r} cannot differ (leave it out)"
             )
     return preset(preset_name, **{**changes, **fixed, "init_from": str(model)})
+
+
+def model_settings(info: ModelInfo) -> dict[str, Any]:
+    """What a fine-tuning run takes from the model it starts from: its
+    architecture, input size and patch scale, as TrainConfig fields."""
+    return {
+        "arch": info.arch,
+        "image_size": info.input_size,
+        "mpp": info.mpp,
+        "patch_size": info.patch_size,
+    }
 
 
 def preset(name: str, **changes: Any) -> TrainConfig:
