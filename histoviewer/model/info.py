@@ -33,7 +33,8 @@ class ModelInfo:
 
     Construction validates every field and raises ModelError naming the bad one.
     ``class_colors`` may be left empty: each class then gets its colour from
-    classes.json (or a palette colour for classes not listed there). Change a field
+    classes.json (or a palette colour for classes not listed there). The classes
+    listed in classes.json always get its colour, whatever the model records. Change a field
     with ``dataclasses.replace`` so that the result is validated again.
 
     ``created``: when the model was first written to a file (UTC, ISO 8601, e.g.
@@ -63,6 +64,13 @@ class ModelInfo:
         if not self.class_colors:
             self.class_colors = [color_for(n, i) for i, n in enumerate(self.class_names)]
         self.class_colors = _check_colors(self.class_colors, len(self.class_names))
+        # The Kather classes always take today's colours from classes.json (a model
+        # trained before the palette changed is shown like any other); a class of the
+        # user's own keeps the colour its model records.
+        known = {c.name: c.color for c in default_classes()}
+        self.class_colors = [
+            known.get(n, c) for n, c in zip(self.class_names, self.class_colors, strict=True)
+        ]
         self.input_size = _check_int("input_size", self.input_size, minimum=8)
         self.mean = _check_triple("mean", self.mean, positive=False)
         self.std = _check_triple("std", self.std, positive=True)

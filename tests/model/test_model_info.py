@@ -31,7 +31,7 @@ def test_round_trip_through_json_is_equal(small_info):
 
 def test_missing_colours_are_filled_from_classes_json():
     info = ModelInfo(arch="resnet18", class_names=["stroma", "my_new_class"])
-    assert info.class_colors[0] == (240, 228, 66)
+    assert info.class_colors[0] == (238, 221, 136)
     assert len(info.class_colors) == 2
 
 
@@ -105,3 +105,15 @@ def test_summary_lists_what_the_user_must_know(small_info):
     assert "dataset kather2016" in text and "epochs 2" in text
     assert "accuracy 0.5" in text and "macro_f1 0.25" in text
     assert "Training: not recorded" in model_info_summary(ModelInfo.recipe())
+
+
+def test_kather_classes_take_todays_colours_and_custom_classes_keep_theirs():
+    # A model written before the palette changed records the old colours.
+    info = ModelInfo.from_dict(
+        {
+            "arch": "resnet18",
+            "class_names": ["tumor", "my_new_class"],
+            "class_colors": [[213, 94, 0], [1, 2, 3]],
+        }
+    )
+    assert info.class_colors == [(220, 20, 20), (1, 2, 3)]
