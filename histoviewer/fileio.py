@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import hashlib
 import os
 import re
@@ -29,7 +30,7 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -303,6 +304,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def atomic_write_chunks(path: str | os.PathLike, chunks: Iterable[str]) -> None:
+    """Write text pieces as UTF-8, atomically, without joining them in memory first;
+    a name ending in ``.gz`` is gzip-compressed (QuPath reads ``.geojson.gz``)."""
+    with atomic_write(path, "wb") as fh:
+        if str(path).lower().endswith(".gz"):
+            # filename="" and mtime=0: the same map gives the same bytes, and the
+            # temporary file's name is not recorded in the header.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                for chunk in chunks:
+                    gz.write(chunk.encode("utf-8"))
+        else:
+            for chunk in chunks:
+                fh.write(chunk.encode("utf-8"))
 
 
 def _unlink_quietly(path: str | os.PathLike) -> None:

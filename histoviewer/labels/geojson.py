@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from histoviewer.fileio import atomic_write_bytes, atomic_write_text
+from histoviewer.fileio import atomic_write_chunks
 from histoviewer.labels.store import Color, LabelError, LabelSet, PatchLabel, match_class
-from histoviewer.mapping.grid import slide_patch
+from histoviewer.mapping.grid import GridLayout, slide_patch
 
 if TYPE_CHECKING:
     from histoviewer.model import ModelInfo
@@ -77,11 +77,7 @@ def write_labels_geojson(
     labels: LabelSet, path: str | os.PathLike, colors: Mapping[str, Color] | None = None
 ) -> None:
     """Write :func:`labels_geojson` atomically; ``.gz`` names are gzip-compressed."""
-    text = json.dumps(labels_geojson(labels, colors), separators=(",", ":"))
-    if str(path).lower().endswith(".gz"):
-        atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), mtime=0))
-    else:
-        atomic_write_text(path, text)
+    atomic_write_chunks(path, [json.dumps(labels_geojson(labels, colors), separators=(",", ":"))])
 
 
 @dataclass
@@ -193,6 +189,43 @@ def labels_on_slide(
         slide_size=tuple(slide.dimensions),
         where=where,
     )
+
+
+def regions_from_geojson(
+    data: Any, layout: GridLayout, where: str = "the GeoJSON"
+) -> list[tuple[str, np.ndarray]]:
+    """Named regions (QuPath annotations drawn on the slide: polygons, holes honoured)
+    as masks over ``layout``'s cells (a tissue map's grid): a cell is in a region when
+    its centre lies inside. A region is named by its annotation's name, else its
+    class, else "region N"; repeated names get " (2)", " (3)". Features without an
+    area (points, lines) are left out. Raises LabelError when none has one."""
+    from matplotlib.path import Path as MplPath  # a project dependency; only when used
+
+    ex, ey = layout.cell_edges()
+    cx, cy = np.meshgrid((ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2)
+    centres = np.column_stack([cx.ravel(), cy.ravel()])
+    out: list[tuple[str, np.ndarray]] = []
+    seen: dict[str, int] = {}
+    for feature in _features(data, where):
+        polygons = _polygons(feature.get("geometry"))
+        if not polygons:
+            continue
+        props = feature.get("properties") or {}
+        name = str(props.get("name") or "").strip() or _class_name(props)
+        name = name or f"region {len(out) + 1}"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name} ({seen[name]})"
+        inside = np.zeros(len(centres), dtype=bool)
+        for rings in polygons:
+            part = MplPath(rings[0]).contains_points(centres)
+            for hole in rings[1:]:
+                part &= ~MplPath(hole).contains_points(centres)
+            inside |= part
+        out.append((name, inside.reshape(cx.shape)))
+    if not out:
+        raise LabelError(f"{where} holds no annotation with an area (polygon)")
+    return out
 
 
 def _features(data: Any, where: str) -> list[dict[str, Any]]:

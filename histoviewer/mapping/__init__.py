@@ -8,7 +8,11 @@ Public API (see docs/architecture.md):
 - :class:`TissueMap` (``save`` / ``load``), states :data:`PENDING`,
   :data:`CLASSIFIED`, :data:`BACKGROUND`; :class:`TissueMapError`.
 - Exports: :func:`export_geojson`, :func:`export_csv`, :func:`export_png`,
-  :func:`export_npz`, :func:`summarize`, :func:`export_all`.
+  :func:`export_npz`, :func:`summarize`, :func:`export_all`, :func:`write_export`
+  (also the PDF report and the OME-TIFFs).
+- :class:`Quantities` (``histoviewer.mapping.quantities.quantities(tmap, mask)``):
+  tissue area, shares of tissue, tumour-stroma ratio and lymphocyte share, of a slide
+  or a region.
 - :func:`tissue_fractions`, :func:`tissue_mask` - glass versus tissue.
 """
 
@@ -36,6 +40,8 @@ _EXPORTS = {
     "export_png": "histoviewer.mapping.export",
     "export_summary": "histoviewer.mapping.export",
     "summarize": "histoviewer.mapping.export",
+    "write_export": "histoviewer.mapping.export",
+    "Quantities": "histoviewer.mapping.quantities",
     "PatchGrid": "histoviewer.mapping.grid",
     "make_grid": "histoviewer.mapping.grid",
     "BACKGROUND": "histoviewer.mapping.tissue_map",
@@ -58,8 +64,10 @@ if TYPE_CHECKING:
         export_png,
         export_summary,
         summarize,
+        write_export,
     )
     from histoviewer.mapping.grid import PatchGrid, make_grid
+    from histoviewer.mapping.quantities import Quantities
     from histoviewer.mapping.tissue_map import (
         BACKGROUND,
         CLASSIFIED,
@@ -81,6 +89,7 @@ __all__ = [
     "BatchResult",
     "MapProgress",
     "PatchGrid",
+    "Quantities",
     "TissueMap",
     "TissueMapError",
     "export_all",
@@ -95,4 +104,5 @@ __all__ = [
     "summarize",
     "tissue_fractions",
     "tissue_mask",
+    "write_export",
 ]

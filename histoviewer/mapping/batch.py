@@ -37,7 +37,14 @@ from histoviewer.distributed import DistContext
 from histoviewer.errors import DeviceError, HistoViewerError, SlideError, StorageError
 from histoviewer.fileio import atomic_write_text, ensure_free_space, storage_error
 from histoviewer.mapping.engine import MapProgress, map_slide
-from histoviewer.mapping.export import FORMATS, estimate_bytes, export_all, parse_formats
+from histoviewer.mapping.export import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    estimate_bytes,
+    export_all,
+    export_name,
+    parse_formats,
+)
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import Classifier
 
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.csv"
 SIDECAR_SUFFIX = ".map.json"
 SIDECAR_FORMAT = "histoviewer-map-sidecar"
+#: The longest side of the slide picture in a report (pixels).
+REPORT_THUMBNAIL = 1024
 MAPPED, SKIPPED, FAILED = "mapped", "skipped", "failed"
 STATUSES = (MAPPED, SKIPPED, FAILED)
 #: A sidecar's status while the slide's exports are being (re)written: a run killed
@@ -63,7 +72,7 @@ class BatchOptions:
     batch_size: int = 64
     skip_background: bool = True
     precision: str = "auto"
-    formats: tuple[str, ...] = tuple(FORMATS)
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     mpp: float | None = None  # the slides' scale, overriding their files' (--mpp)
     strict: bool = False  # refuse a slide with a warning (see mapping/checks.py)
     backend: str = "auto"  # auto, torch, onnxruntime (engine.choose_backend)
@@ -173,6 +182,20 @@ def check_stems(slides: Sequence[Path]) -> None:
             )
 
 
+def check_exports_spare_slides(slides: Sequence[Path], out_dir: Path, formats) -> None:
+    """Raise HistoViewerError if an export would overwrite one of the slides (a PNG
+    slide whose map PNG would take its name in its own folder)."""
+    inputs = {p.resolve() for p in slides}
+    for slide in slides:
+        for fmt in formats:
+            target = (out_dir / export_name(slide.stem, fmt)).resolve()
+            if target in inputs:
+                raise HistoViewerError(
+                    f"the {fmt} export of {slide.name} would overwrite the slide {target}; "
+                    "choose another --out folder"
+                )
+
+
 def printable(text: str) -> str:
     """``text`` (a file name or a message naming one) as it can be written as UTF-8 text:
     bytes of the name that were not valid UTF-8 (which Python keeps as lone surrogates)
@@ -212,7 +235,7 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 
 
 def _exports(out_dir: Path, slide: Path, options: BatchOptions) -> list[Path]:
-    return [out_dir / f"{slide.stem}{FORMATS[f]}" for f in options.formats]
+    return [out_dir / export_name(slide.stem, f) for f in options.formats]
 
 
 def _recorded_files(record: dict[str, Any], slide: Path) -> list[str]:
@@ -220,10 +243,10 @@ def _recorded_files(record: dict[str, Any], slide: Path) -> list[str]:
     files = record.get("files")
     if files is None:  # sidecars written before "files": the formats of their job
         formats = (record.get("job") or {}).get("options", {}).get("formats") or []
-        files = [f"{slide.stem}{FORMATS[f]}" for f in formats if f in FORMATS]
+        files = [export_name(slide.stem, f) for f in formats if f in FORMATS]
     # Only plain names of this slide's exports: a record is never a licence to delete
     # anything else.
-    ours = {f"{slide.stem}{suffix}" for suffix in FORMATS.values()}
+    ours = {export_name(slide.stem, f) for f in FORMATS}
     return [f for f in files if isinstance(f, str) and f in ours]
 
 
@@ -233,7 +256,7 @@ def begin_exports(out_dir: Path, slide: Path, formats: Sequence[str]) -> None:
     again), and the files of its previous set that this run will not write are
     removed, so that the folder never holds a mix of two runs."""
     sidecar = sidecar_path(out_dir, slide)
-    planned = [f"{slide.stem}{FORMATS[f]}" for f in formats]
+    planned = [export_name(slide.stem, f) for f in formats]
     previous = _read_sidecar(sidecar)
     record = {
         "format": SIDECAR_FORMAT,
@@ -259,6 +282,7 @@ def map_and_export(
     progress: Callable[[MapProgress], None] | None = None,
     *,
     rank: int = 0,
+    regions: Any = None,
 ) -> tuple[TissueMap, SlideOutcome]:
     """Open, check, map and export one slide: what a single `map` and each batch slide share.
 
@@ -269,8 +293,11 @@ def map_and_export(
     records the slide's path as :func:`printable` gives it (the exports write it as
     text). The exports are one set: :func:`begin_exports` marks the sidecar
     ``writing`` before the first, and a ``mapped`` sidecar naming the set's files is
-    written after the last. Returns the map and its outcome.
+    written after the last. ``regions``: parsed GeoJSON of annotations drawn on the
+    slide, whose quantities the summary and the report give too (checked before
+    mapping). Returns the map and its outcome.
     """
+    from histoviewer.labels.geojson import regions_from_geojson
     from histoviewer.mapping.checks import check_slide
     from histoviewer.mapping.grid import make_grid
     from histoviewer.slide import open_slide
@@ -285,7 +312,9 @@ def map_and_export(
             raise SlideError(f"{slide.name} refused (--strict): {warnings[0].message}")
         for warning in warnings:
             log.warning("%s: %s", printable(slide.name), warning.message)
-        cells = make_grid(reader, classifier.info, options.stride).count
+        grid = make_grid(reader, classifier.info, options.stride)
+        cells = grid.count
+        masks = [] if regions is None else regions_from_geojson(regions, grid, "--regions")
         need = estimate_bytes(cells, classifier.info.num_classes, options.formats)
         ensure_free_space(out_dir, need, f"the exports of {printable(slide.name)}")
         started = time.perf_counter()
@@ -300,11 +329,14 @@ def map_and_export(
             progress=progress,
             tta=options.tta,
         )
+        # The report shows the slide; read while it is open (the smallest level that
+        # gives 1024 px, band by band).
+        thumbnail = reader.thumbnail(REPORT_THUMBNAIL) if "report" in options.formats else None
     tmap.warnings = [{"kind": w.kind, "message": printable(w.message)} for w in warnings]
     if isinstance(tmap.slide, dict) and isinstance(tmap.slide.get("path"), str):
         tmap.slide["path"] = printable(tmap.slide["path"])
     begin_exports(out_dir, slide, options.formats)
-    export_all(tmap, out_dir, slide.stem, options.formats)
+    export_all(tmap, out_dir, slide.stem, options.formats, thumbnail=thumbnail, regions=masks)
     seconds = time.perf_counter() - started
     patches = tmap.classified_count
     outcome = SlideOutcome(

@@ -23,7 +23,12 @@ from typing import TextIO
 
 from histoviewer.errors import HistoViewerError, SlideError
 from histoviewer.fileio import ensure_writable_dir
-from histoviewer.mapping.export import DEFAULT_FORMATS, parse_formats, summary_line
+from histoviewer.mapping.export import (
+    DEFAULT_FORMATS,
+    FORMAT_DESCRIPTIONS,
+    parse_formats,
+    summary_line,
+)
 from histoviewer.mapping.grid import make_grid
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--formats",
         type=_formats,
         default=list(DEFAULT_FORMATS),
-        help="comma-separated export formats from geojson, csv, png, npz, summary (default: all)",
+        help="comma-separated export formats from "
+        + "; ".join(f"{name} ({what})" for name, what in FORMAT_DESCRIPTIONS.items())
+        + f" (default: {','.join(DEFAULT_FORMATS)})",
+    )
+    mapper.add_argument(
+        "--report",
+        action="store_true",
+        help="also write DIR/<slide name>.report.pdf: the slide, its map and legend, tissue "
+        "area, tumour-stroma ratio, lymphocyte share, model, scale and settings",
+    )
+    mapper.add_argument(
+        "--regions",
+        metavar="GEOJSON",
+        help="annotations drawn on the slide (QuPath GeoJSON, .geojson or .geojson.gz, "
+        "level-0 pixels): the summary and the report also give each one's tissue area, "
+        "tumour-stroma ratio and lymphocyte share (one slide only)",
     )
     mapper.add_argument(
         "--no-skip-background",
@@ -259,10 +279,25 @@ def run_map(args: argparse.Namespace) -> int:
     slides = batch.expand_slides(inputs, slides_from)
     batch.check_stems(slides)
     formats = args.formats if isinstance(args.formats, list) else _formats(args.formats)
+    if getattr(args, "report", False) and "report" not in formats:
+        formats = [*formats, "report"]
+    batch.check_exports_spare_slides(slides, Path(args.out), formats)
     single = len(inputs) == 1 and slides_from is None and not Path(inputs[0]).is_dir()
+    regions = None
+    if getattr(args, "regions", None):
+        if not single or distributed.launched_by_torchrun():
+            raise HistoViewerError(
+                "--regions is for one slide mapped by one process: its annotations are "
+                "drawn in that slide's pixels"
+            )
+        from histoviewer.labels.geojson import read_geojson
+
+        regions = read_geojson(args.regions)
     if single and not distributed.launched_by_torchrun():
         # Checked before the mapping, not after it.
-        return _map_one_slide(args, slides[0], ensure_writable_dir(args.out), formats)
+        return _map_one_slide(
+            args, slides[0], ensure_writable_dir(args.out), formats, regions=regions
+        )
     if "csv" in formats and any(p.stem == Path(batch.SUMMARY_FILE).stem for p in slides):
         raise HistoViewerError(
             f"a slide named 'summary' would overwrite the batch's {batch.SUMMARY_FILE}; "
@@ -308,13 +343,17 @@ def _options(args: argparse.Namespace, formats):
     )
 
 
-def _map_one_slide(args: argparse.Namespace, path: Path, out_dir: Path, formats) -> int:
+def _map_one_slide(
+    args: argparse.Namespace, path: Path, out_dir: Path, formats, *, regions=None
+) -> int:
     from histoviewer.mapping import batch
 
     classifier = _load(args, args.device)
     reporter = _ProgressReporter(path.name, enabled=not getattr(args, "quiet", False))
     with reporter:
-        tmap, _ = batch.map_and_export(path, classifier, _options(args, formats), out_dir, reporter)
+        tmap, _ = batch.map_and_export(
+            path, classifier, _options(args, formats), out_dir, reporter, regions=regions
+        )
     n = tmap.classified_count
     rate = n / tmap.elapsed if tmap.elapsed > 0 else 0.0
     print(

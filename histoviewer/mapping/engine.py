@@ -172,6 +172,14 @@ def map_slide(
         slide=slide_identity(slide),
         model=classifier.identity(),
     )
+    tmap.settings = {
+        "stride_model_px": grid.stride_model,
+        "skip_background": bool(skip_background),
+        "min_tissue": float(min_tissue),
+        "tta": bool(tta),
+        "precision": precision,
+        "backend": backend,
+    }
     if tta:
         tmap.spread = np.full(tmap.state.shape, np.nan, dtype=np.float32)
     earlier = 0.0

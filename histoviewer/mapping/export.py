@@ -15,7 +15,7 @@ What each format does with patches that were not classified:
 - CSV: ``#`` header lines (slide, scale, model, grid), then one row per grid cell with
   the box of the patch the model saw; background patches have class ``background``
   and pending ones (a cancelled map) ``pending``, both with empty probability cells.
-- PNG: background in a neutral light grey, pending cells white.
+- PNG: background in a neutral light grey, pending cells white, the legend beside.
 - NPZ: the whole grid (NaN probabilities where not classified, ``state`` tells why).
 """
 
@@ -25,28 +25,48 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from histoviewer.fileio import atomic_write_bytes, atomic_write_text
+from histoviewer import __version__
+from histoviewer.fileio import atomic_write_bytes, atomic_write_chunks, atomic_write_text
+from histoviewer.mapping.quantities import quantities, quantity_lines
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, PENDING, TissueMap
 from histoviewer.slide.mpp import ASSUMED
 
 log = logging.getLogger(__name__)
 
-#: Export formats and the file name suffix each writes after the stem.
+#: Export formats and the file name suffix each writes after the stem: the viewer's
+#: File > Export and ``histoviewer map`` name a slide's exports alike,
+#: ``<slide name><suffix>`` (:func:`export_name`).
 FORMATS: dict[str, str] = {
     "geojson": ".geojson",
+    "geojson.gz": ".geojson.gz",
     "csv": ".csv",
     "png": ".png",
     "npz": ".npz",
     "summary": ".summary.json",
+    "report": ".report.pdf",
+    "classes-tiff": ".classes.ome.tif",
+    "probabilities-tiff": ".probabilities.ome.tif",
 }
 DEFAULT_FORMATS: tuple[str, ...] = ("geojson", "csv", "png", "npz", "summary")
+#: What each format is, in a few words (help texts, dialogs).
+FORMAT_DESCRIPTIONS: dict[str, str] = {
+    "geojson": "QuPath tiles, one per tissue patch",
+    "geojson.gz": "the same, gzip-compressed (QuPath reads it)",
+    "csv": "one row per patch",
+    "png": "the map with its legend",
+    "npz": "NumPy arrays of the whole grid",
+    "summary": "quantities, settings and provenance (JSON)",
+    "report": "a PDF report to keep",
+    "classes-tiff": "pyramidal OME-TIFF of the class map at the slide's size",
+    "probabilities-tiff": "pyramidal OME-TIFF, one uint8 channel per class probability",
+}
 
 BACKGROUND_COLOR = (224, 224, 224)
 PENDING_COLOR = (255, 255, 255)
@@ -67,25 +87,84 @@ def parse_formats(text: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def export_all(
-    tmap: TissueMap, out_dir: str | Path, stem: str, formats: Iterable[str] = DEFAULT_FORMATS
-) -> dict[str, Path]:
-    """Write ``out_dir/<stem><suffix>`` for each format; returns {format: path}."""
-    out_dir = Path(out_dir)
-    writers = {
-        "geojson": export_geojson,
-        "csv": export_csv,
-        "png": export_png,
-        "npz": export_npz,
-        "summary": export_summary,
-    }
-    written: dict[str, Path] = {}
-    for fmt in parse_formats(formats):
-        path = out_dir / f"{stem}{FORMATS[fmt]}"
+def export_name(stem: str, fmt: str) -> str:
+    """The file name of format ``fmt`` for a slide named ``stem``: "CMU-1.geojson"."""
+    return f"{stem}{FORMATS[fmt]}"
+
+
+def slide_stem(tmap: TissueMap) -> str:
+    """The name exports of ``tmap`` are given: its slide file's name without the
+    extension ("slide" for a map of an in-memory slide)."""
+    path = str((tmap.slide or {}).get("path") or "")
+    return Path(path).stem if path else "slide"
+
+
+Region = tuple[str, np.ndarray]  # a name and a bool (rows, cols) mask over the map
+
+
+def write_export(
+    tmap: TissueMap,
+    fmt: str,
+    path: str | Path,
+    *,
+    thumbnail: np.ndarray | None = None,
+    regions: Sequence[Region] = (),
+) -> Path:
+    """Write ``tmap`` in format ``fmt`` to ``path`` (atomically).
+
+    ``thumbnail`` (RGB of the whole slide) and ``regions`` are for the report and the
+    summary; the other formats ignore them.
+    """
+    fmt = parse_formats([fmt])[0]
+    path = Path(path)
+    if fmt == "report":
+        from histoviewer.mapping.report import write_report
+
+        write_report(tmap, path, thumbnail=thumbnail, regions=list(regions))
+    elif fmt == "summary":
+        export_summary(tmap, path, regions=regions)
+    elif fmt in ("classes-tiff", "probabilities-tiff"):
+        from histoviewer.mapping import ome_tiff
+
+        write = (
+            ome_tiff.export_class_tiff
+            if fmt == "classes-tiff"
+            else ome_tiff.export_probability_tiff
+        )
+        write(tmap, path)
+    else:
+        writers = {
+            "geojson": export_geojson,
+            "geojson.gz": export_geojson,
+            "csv": export_csv,
+            "png": export_png,
+            "npz": export_npz,
+        }
         writers[fmt](tmap, path)
-        written[fmt] = path
-        log.info("wrote %s", path)
-    return written
+    log.info("wrote %s", path)
+    return path
+
+
+def export_all(
+    tmap: TissueMap,
+    out_dir: str | Path,
+    stem: str,
+    formats: Iterable[str] = DEFAULT_FORMATS,
+    *,
+    thumbnail: np.ndarray | None = None,
+    regions: Sequence[Region] = (),
+) -> dict[str, Path]:
+    """Write ``out_dir/<stem><suffix>`` for each format; returns {format: path}.
+
+    See :func:`write_export` for ``thumbnail`` and ``regions``.
+    """
+    out_dir = Path(out_dir)
+    return {
+        fmt: write_export(
+            tmap, fmt, out_dir / export_name(stem, fmt), thumbnail=thumbnail, regions=regions
+        )
+        for fmt in parse_formats(formats)
+    }
 
 
 def estimate_bytes(cells: int, num_classes: int, formats: Iterable[str]) -> int:
@@ -98,13 +177,26 @@ def estimate_bytes(cells: int, num_classes: int, formats: Iterable[str]) -> int:
     per_cell = {
         # A polygon, a class, one probability per class and the uncertainty.
         "geojson": 240 + 48 * (num_classes + 1),
+        # gzip takes GeoJSON's repetitive text to about a fifth (a third, to be safe).
+        "geojson.gz": (240 + 48 * (num_classes + 1)) // 3,
         "csv": 48 + 12 * (num_classes + 1),
         # float32 probabilities and uncertainty, state, labels (uncompressed)
         "npz": 20 + 4 * num_classes,
         "png": 0,
         "summary": 0,
+        "report": 0,
+        # Compressed tiles of flat cells: well under a byte a pixel; a patch's cell
+        # holds tens of thousands of pixels, and its pyramid a third more.
+        "classes-tiff": 2048,
+        "probabilities-tiff": 2048 * num_classes,
     }
-    fixed = {"png": 3 * (_PNG_TARGET + _PNG_MAX_CELL) ** 2, "summary": 64 * 1024}
+    fixed = {
+        "png": 3 * (_PNG_TARGET + _PNG_MAX_CELL) ** 2,
+        "summary": 64 * 1024,
+        "report": 8 * 1024 * 1024,
+        "classes-tiff": 1024 * 1024,
+        "probabilities-tiff": 1024 * 1024,
+    }
     total = 0
     for fmt in parse_formats(formats):
         total += fixed.get(fmt, 0) + cells * per_cell[fmt]
@@ -126,10 +218,18 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
     (which QuPath ignores) records the slide, its scale and source, the model and
     the grid: :func:`provenance`.
     """
+    return {
+        "type": "FeatureCollection",
+        "histoviewer": provenance(tmap),
+        "features": list(geojson_features(tmap)),
+    }
+
+
+def geojson_features(tmap: TissueMap) -> Iterator[dict[str, Any]]:
+    """The features of :func:`geojson_dict`, one classified patch at a time."""
     labels = tmap.labels
     doubt = tmap.uncertainty()
     ex, ey = (_coordinates(edges) for edges in tmap.cell_edges())
-    features = []
     rows, cols = np.nonzero(tmap.state == CLASSIFIED)
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         x0, x1, y0, y1 = ex[c], ex[c + 1], ey[r], ey[r + 1]
@@ -142,7 +242,7 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
         measurements["uncertainty"] = round(float(doubt[r, c]), 6)
         if tmap.spread is not None:
             measurements["tta spread"] = round(float(tmap.spread[r, c]), 6)
-        features.append(
+        yield (
             {
                 "type": "Feature",
                 "geometry": {"type": "Polygon", "coordinates": [ring]},
@@ -157,7 +257,6 @@ def geojson_dict(tmap: TissueMap) -> dict[str, Any]:
                 },
             }
         )
-    return {"type": "FeatureCollection", "histoviewer": provenance(tmap), "features": features}
 
 
 def _coordinates(edges: np.ndarray) -> list[int | float]:
@@ -201,8 +300,22 @@ def scale_record(tmap: TissueMap) -> dict[str, Any]:
 
 
 def export_geojson(tmap: TissueMap, path: str | Path) -> None:
-    """Classified patches as QuPath tiles (see :func:`geojson_dict`)."""
-    atomic_write_text(path, json.dumps(geojson_dict(tmap), separators=(",", ":")))
+    """Classified patches as QuPath tiles (see :func:`geojson_dict`); a path ending in
+    ``.gz`` is gzip-compressed. Written feature by feature, so that a map of half a
+    million patches is never held as one string."""
+    atomic_write_chunks(path, _geojson_chunks(tmap))
+
+
+def _geojson_chunks(tmap: TissueMap) -> Iterator[str]:
+    head = json.dumps(provenance(tmap), separators=(",", ":"))
+    yield f'{{"type":"FeatureCollection","histoviewer":{head},"features":['
+    pieces: list[str] = []
+    for i, feature in enumerate(geojson_features(tmap)):
+        pieces.append(("," if i else "") + json.dumps(feature, separators=(",", ":")))
+        if len(pieces) >= 2048:
+            yield "".join(pieces)
+            pieces.clear()
+    yield "".join(pieces) + "]}"
 
 
 def export_csv(tmap: TissueMap, path: str | Path) -> None:
@@ -266,9 +379,37 @@ def header_lines(tmap: TissueMap) -> list[str]:
         ),
         f"grid: {grid['rows']} x {grid['cols']} patches of {grid['patch_size_px']} px, "
         f"stride {grid['stride_px']} px (level 0)",
+        f"settings: {settings_text(tmap.settings)}",
+        f"software: HistoViewer {__version__}",
     ]
     lines += [f"warning: {w['message']}" for w in tmap.warnings]
+    lines += quantity_lines(quantities(tmap))
     return lines
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    """How a map was made, in one line: "stride 150 model px, background skipped (tissue
+    >= 5 %), no test-time augmentation, precision auto, backend auto"."""
+    if not settings:
+        return "not recorded (a map made before HistoViewer recorded them)"
+    parts = []
+    if "stride_model_px" in settings:
+        parts.append(f"stride {settings['stride_model_px']} model px")
+    if "skip_background" in settings:
+        if settings["skip_background"]:
+            threshold = settings.get("min_tissue")
+            parts.append(
+                "background skipped"
+                + (f" (tissue >= {100 * float(threshold):g} %)" if threshold is not None else "")
+            )
+        else:
+            parts.append("background classified too")
+    if "tta" in settings:
+        parts.append("test-time augmentation" if settings["tta"] else "no test-time augmentation")
+    for key in ("precision", "backend"):
+        if key in settings:
+            parts.append(f"{key} {settings[key]}")
+    return ", ".join(parts)
 
 
 def map_image(tmap: TissueMap) -> np.ndarray:
@@ -286,9 +427,12 @@ def png_scale(rows: int, cols: int) -> int:
 
 
 def export_png(tmap: TissueMap, path: str | Path) -> None:
-    """The map as a colour image, each patch a square of :func:`png_scale` pixels."""
-    k = png_scale(tmap.rows, tmap.cols)
-    image = np.repeat(np.repeat(map_image(tmap), k, axis=0), k, axis=1)
+    """The map as a colour image, each patch a square of :func:`png_scale` pixels from
+    the top-left corner, with its legend beside it (classes, shares of tissue, the
+    quantities, model and scale: :func:`~histoviewer.mapping.report.map_legend_image`)."""
+    from histoviewer.mapping.report import map_legend_image
+
+    image = map_legend_image(tmap)
     buffer = io.BytesIO()
     Image.fromarray(image, mode="RGB").save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
@@ -315,8 +459,11 @@ def export_npz(tmap: TissueMap, path: str | Path) -> None:
     tmap.save(path, extra=extra)
 
 
-def summarize(tmap: TissueMap) -> dict[str, Any]:
-    """Class counts, fractions of the classified tissue and areas in mm2, plus provenance.
+def summarize(tmap: TissueMap, regions: Sequence[Region] = ()) -> dict[str, Any]:
+    """Class counts, fractions of the classified patches and areas in mm2, the
+    quantities (:mod:`~histoviewer.mapping.quantities`: tissue area, shares of tissue,
+    tumour-stroma ratio, lymphocyte share) of the slide and of each region, plus
+    provenance: slide, scale, model, every setting and the software version.
 
     ``scale`` records the slide's µm/px and where it came from (``assumed`` True when
     nothing in the slide said it: every area then rests on a guess).
@@ -325,9 +472,15 @@ def summarize(tmap: TissueMap) -> dict[str, Any]:
     fractions = tmap.fractions()
     areas = tmap.areas_mm2()
     return {
+        "software": {"name": "HistoViewer", "version": __version__},
         "slide": tmap.slide,
         "scale": scale_record(tmap),
         "model": tmap.model,
+        "settings": dict(tmap.settings),
+        "quantities": quantities(tmap).to_dict(),
+        "regions": [
+            {"name": name, "quantities": quantities(tmap, mask).to_dict()} for name, mask in regions
+        ],
         "patches": tmap.rows * tmap.cols,
         "grid": {**grid_record(tmap), "mpp": tmap.mpp},
         "classified": tmap.classified_count,
@@ -350,9 +503,9 @@ def summarize(tmap: TissueMap) -> dict[str, Any]:
     }
 
 
-def export_summary(tmap: TissueMap, path: str | Path) -> None:
+def export_summary(tmap: TissueMap, path: str | Path, regions: Sequence[Region] = ()) -> None:
     """:func:`summarize` as an indented JSON file."""
-    atomic_write_text(path, json.dumps(summarize(tmap), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(summarize(tmap, regions), indent=2) + "\n")
 
 
 def summary_line(tmap: TissueMap, *, limit: int = 8) -> str:
@@ -366,20 +519,26 @@ __all__ = [
     "BACKGROUND_COLOR",
     "DEFAULT_FORMATS",
     "FORMATS",
+    "FORMAT_DESCRIPTIONS",
     "PENDING_COLOR",
     "estimate_bytes",
     "export_all",
     "export_csv",
     "export_geojson",
+    "export_name",
     "export_npz",
     "export_png",
     "export_summary",
     "geojson_dict",
+    "geojson_features",
     "header_lines",
     "map_image",
     "parse_formats",
     "provenance",
     "scale_record",
+    "settings_text",
+    "slide_stem",
     "summarize",
     "summary_line",
+    "write_export",
 ]

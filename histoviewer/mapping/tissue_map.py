@@ -55,7 +55,9 @@ class TissueMap(GridLayout):
     map whose mapping was cancelled. ``spread`` (float32 (rows, cols), NaN where not
     classified) is set for a map made with test-time augmentation (``tta``): how far
     the 8 flips and rotations of each patch disagree (:meth:`uncertainty` "tta"); its
-    ``probs`` are then their mean.
+    ``probs`` are then their mean. ``settings`` (JSON-safe) records how the map was
+    made: stride, background skipping and its threshold, test-time augmentation,
+    precision and backend (see :func:`~histoviewer.mapping.engine.map_slide`).
     """
 
     probs: np.ndarray
@@ -74,6 +76,7 @@ class TissueMap(GridLayout):
     complete: bool = False
     warnings: list[dict[str, str]] = field(default_factory=list)
     spread: np.ndarray | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.class_colors = [tuple(int(v) for v in c) for c in self.class_colors]
@@ -238,6 +241,7 @@ class TissueMap(GridLayout):
             "elapsed": float(self.elapsed),
             "complete": bool(self.complete),
             "warnings": _json_safe(self.warnings),
+            "settings": _json_safe(self.settings),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -332,6 +336,7 @@ class TissueMap(GridLayout):
                     {"kind": str(w["kind"]), "message": str(w["message"])}
                     for w in meta.get("warnings") or []
                 ],
+                settings=dict(meta.get("settings") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TissueMapError(

@@ -11,6 +11,7 @@ from torch import nn
 
 from histoviewer.device import resolve_device
 from histoviewer.errors import ModelError
+from histoviewer.model.describe import recorded_test_accuracy
 from histoviewer.model.info import ModelInfo
 from histoviewer.model.preprocessing import preprocess
 
@@ -83,6 +84,7 @@ class Classifier:
             "input_size": self.info.input_size,
             "patch_size": self.info.patch_size,
             "mpp": self.info.mpp,
+            "test_accuracy": recorded_test_accuracy(self.info),
         }
 
     @torch.inference_mode()

@@ -284,3 +284,16 @@ def test_a_slide_killed_among_its_exports_is_mapped_again_not_skipped(
     assert json.loads((out / "s1.map.json").read_text())["status"] == "mapped"
     fingerprint = TissueMap.load(out / "s1.npz").model["fingerprint"]
     assert f"(fingerprint {fingerprint[:12]})" in (out / "s1.csv").read_text()
+
+
+def test_an_export_that_would_overwrite_its_own_slide_is_refused(tmp_path, model, capsys):
+    slide = tmp_path / "a.png"
+    Image.fromarray(he_texture(150, 150)).save(slide)
+    before = slide.read_bytes()
+    args = batch_map_args(slide, model, tmp_path)
+    args[args.index("--formats") + 1] = "png"
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "the png export of a.png would overwrite the slide" in err
+    assert len(err.strip().splitlines()) == 1
+    assert slide.read_bytes() == before
