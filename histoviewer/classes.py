@@ -42,6 +42,15 @@ def class_colors() -> list[tuple[int, int, int]]:
     return [c.color for c in default_classes()]
 
 
+def class_label(name: str) -> str:
+    """What the user reads for a class id: 'tumor' -> 'Tumour epithelium' (a class
+    not listed in classes.json is capitalised)."""
+    for c in default_classes():
+        if c.name == name:
+            return c.label
+    return name.capitalize()
+
+
 def name_from_folder(folder: str) -> str:
     """A class id from a dataset folder name: '01_TUMOR' -> 'tumor', 'Stroma' -> 'stroma'.
 

@@ -56,13 +56,23 @@ class MappingSettings:
 @dataclass(frozen=True)
 class ViewSettings:
     """How the map overlay is drawn. ``uncertain_only`` draws only the patches whose
-    uncertainty is at least ``uncertain_threshold`` (View > Uncertain Only)."""
+    uncertainty is at least ``uncertain_threshold`` (View > Uncertain Only).
+
+    Two transient views, never kept across runs, each a class *name* (so that they
+    outlive a new map of the same model; the window drops one the map shown lacks):
+    ``solo_class`` draws only that class, whatever the per-class visibility ticks say
+    (they are kept, and rule again once solo ends); ``heatmap_class`` draws that
+    class's probability as a smooth heatmap instead of the class colours. At most one
+    of them is set: the window's commands that choose one leave the other.
+    """
 
     overlay_visible: bool = True
     opacity: float = 0.45
     confidence_shading: bool = False
     uncertain_only: bool = False
     uncertain_threshold: float = 0.5
+    solo_class: str | None = None
+    heatmap_class: str | None = None
 
 
 Cell = tuple[int, int]

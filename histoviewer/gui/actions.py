@@ -9,14 +9,24 @@ the viewer's state. The slots are the window's public commands
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QToolButton
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QMenu, QToolButton
 
-from histoviewer.gui.exporting import SINGLE_EXPORTS
+from histoviewer.classes import class_label, default_classes
+from histoviewer.gui.exporting import (
+    DATA_EXPORTS,
+    EXPORTING,
+    PICTURE_EXPORTS,
+    SINGLE_EXPORTS,
+    all_formats_tip,
+    export_tip,
+)
 from histoviewer.gui.icons import icon
+from histoviewer.gui.probabilities import color_icon
 from histoviewer.slide.magnification import PRESETS, format_magnification
 from histoviewer.viewer_state import LOADING_MODEL, MAPPING
 
@@ -37,6 +47,9 @@ class ViewerCommands(Protocol):
     def set_overlay_visible(self, visible: bool) -> None: ...
     def set_confidence_shading(self, on: bool) -> None: ...
     def set_uncertain_only(self, on: bool) -> None: ...
+    def show_only_class(self, name: str | None) -> None: ...
+    def show_heatmap(self, name: str | None) -> None: ...
+    def show_all_classes(self) -> None: ...
     def map_tissue(self) -> int | None: ...
     def map_region(self) -> bool: ...
     def map_current_view(self) -> int | None: ...
@@ -139,6 +152,15 @@ def build_actions(w: ViewerCommands) -> None:
         tip="Draw only the patches the model is unsure of (threshold: Review panel)",
         checkable=True,
     )
+    # Esc leaves solo or the heatmap; enabled only then, so that otherwise Esc stays the
+    # view's (cancel Map Region) and the labels' (select no patch, which takes it first).
+    w.show_all_classes_action = a(
+        "Show All Classes",
+        w.show_all_classes,
+        shortcut="Esc",
+        tip="Leave Show Only Class or the probability heatmap: draw every class (Esc)",
+    )
+    w.show_all_classes_action.setEnabled(False)
     w.map_action = a(
         "&Map Tissue",
         w.map_tissue,
@@ -210,14 +232,19 @@ def build_actions(w: ViewerCommands) -> None:
         tip="Save what the view shows, with the legend",
     )
     w.export_all_action = a(
-        "&All Map Formats to Folder...",
-        w.choose_export_folder,
-        tip="GeoJSON, CSV, PNG, NPZ and a summary",
+        "&All Formats to Folder...", w.choose_export_folder, tip=all_formats_tip()
     )
     w.export_actions = {
-        fmt: a(f"{label}...", lambda _=False, f=fmt: w.choose_export(f))
+        fmt: a(f"{label}...", lambda _=False, f=fmt: w.choose_export(f), tip=export_tip(fmt))
         for fmt, (label, _) in SINGLE_EXPORTS.items()
     }
+    w.export_report_action = w.export_actions["report"]
+    # The report is what a pathologist keeps: also straight under File.
+    w.file_report_action = a(
+        "Export &Report (PDF)...",
+        lambda _=False: w.choose_export("report"),
+        tip=export_tip("report"),
+    )
     # The objective magnifications pathologists think in (40x: about 0.25 µm/px).
     w.magnification_actions = [
         a(
@@ -259,12 +286,17 @@ def build_menus(w: ViewerCommands) -> None:
     w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
     file_menu.addAction(w.close_action)
     file_menu.addSeparator()
+    # The map's data, its pictures and report, all of them at once, then the view.
     w.export_menu = file_menu.addMenu(icon("export"), "&Export")
-    for action in w.export_actions.values():
-        w.export_menu.addAction(action)
+    w.export_menu.setToolTipsVisible(True)
+    for group in (DATA_EXPORTS, PICTURE_EXPORTS):
+        for fmt in group:
+            w.export_menu.addAction(w.export_actions[fmt])
+        w.export_menu.addSeparator()
     w.export_menu.addAction(w.export_all_action)
     w.export_menu.addSeparator()
     w.export_menu.addAction(w.export_view_action)
+    file_menu.addAction(w.file_report_action)
     file_menu.addSeparator()
     file_menu.addAction(w.import_labels_action)
     file_menu.addAction(w.export_labels_action)
@@ -285,6 +317,12 @@ def build_menus(w: ViewerCommands) -> None:
     view_menu.addAction(w.overlay_action)
     view_menu.addAction(w.shading_action)
     view_menu.addAction(w.uncertain_action)
+    # Filled when shown: the classes of the map shown.
+    w.solo_menu = view_menu.addMenu("Show &Only Class")
+    w.solo_menu.aboutToShow.connect(lambda: fill_solo_menu(w))
+    w.heatmap_menu = view_menu.addMenu("Probability &Heatmap")
+    w.heatmap_menu.aboutToShow.connect(lambda: fill_heatmap_menu(w))
+    w.addAction(w.show_all_classes_action)  # its shortcut works with no menu open
     view_menu.addSeparator()
     for dock in (w.overview_dock, w.map_dock, w.patch_dock, w.review_dock):
         view_menu.addAction(dock.toggleViewAction())
@@ -316,6 +354,52 @@ def build_menus(w: ViewerCommands) -> None:
     view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
     for action in (w.map_action, w.map_region_action, w.map_view_action, w.cancel_action):
         view.addAction(action)
+
+
+def shown_classes(w: ViewerCommands) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of the classes the view can show: the map's, else the model's,
+    else the eight default ones."""
+    tmap, clf = w.state.tissue_map, w.state.classifier
+    if tmap is not None:
+        return list(zip(tmap.class_names, tmap.class_colors, strict=True))
+    if clf is not None:
+        return list(zip(clf.info.class_names, clf.info.class_colors, strict=True))
+    return [(c.name, c.color) for c in default_classes()]
+
+
+def _fill_class_menu(
+    menu: QMenu,
+    first: str,
+    chosen: str | None,
+    choose: Callable[[str | None], None],
+    w: ViewerCommands,
+) -> None:
+    menu.clear()
+    group = QActionGroup(menu)
+    action = menu.addAction(first)
+    action.setCheckable(True)
+    action.setChecked(chosen is None)
+    action.triggered.connect(lambda: choose(None))
+    group.addAction(action)
+    menu.addSeparator()
+    for name, color in shown_classes(w):
+        action = menu.addAction(color_icon(color), class_label(name))
+        action.setCheckable(True)
+        action.setChecked(chosen == name)
+        action.triggered.connect(lambda _=False, n=name: choose(n))
+        group.addAction(action)
+
+
+def fill_solo_menu(w: ViewerCommands) -> None:
+    """View > Show Only Class: All Classes, then one entry per class (exclusive)."""
+    solo = w.state.view_settings.solo_class
+    _fill_class_menu(w.solo_menu, "&All Classes\tEsc", solo, w.show_only_class, w)
+
+
+def fill_heatmap_menu(w: ViewerCommands) -> None:
+    """View > Probability Heatmap: Off (the class colours), then one entry per class."""
+    heat = w.state.view_settings.heatmap_class
+    _fill_class_menu(w.heatmap_menu, "&Off: Class Colours", heat, w.show_heatmap, w)
 
 
 def build_toolbar(w: ViewerCommands) -> None:
@@ -372,8 +456,12 @@ def update_actions(w: ViewerCommands) -> None:
     w.export_labels_action.setEnabled(has_slide and bool(st.labels))
     w.undo_labels_action.setEnabled(st.can_undo_labels)
     w.redo_labels_action.setEnabled(st.can_redo_labels)
-    for action in [*w.export_actions.values(), w.export_all_action]:
-        action.setEnabled(has_map)
+    w.solo_menu.setEnabled(has_map)
+    w.heatmap_menu.setEnabled(has_map)
+    # One export at a time; the report and All refuse a map being made, saying why.
+    exporting = st.is_running(EXPORTING)
+    for action in [*w.export_actions.values(), w.export_all_action, w.file_report_action]:
+        action.setEnabled(has_map and not exporting)
     w.load_model_action.setEnabled(not loading)
     w.load_model_folder_action.setEnabled(not loading)
     shown = st.tissue_map if not mapping else None

@@ -46,9 +46,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from histoviewer.classes import class_label
 from histoviewer.errors import HistoViewerError, SlideError
 from histoviewer.gui import settings as config
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.widgets import TileSourceRow, guard_wheel, sentence
 from histoviewer.gui.workers import JobFailure, JobRunner
 from histoviewer.labels.store import LabelError, LabelStore, match_class

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QContextMenuEvent, QKeyEvent
 from PySide6.QtWidgets import QLabel, QMenu
 
+from histoviewer.classes import class_label
 from histoviewer.errors import StorageError
 from histoviewer.gui.dialogs import UserDialogs
 from histoviewer.gui.label_layer import (
@@ -42,7 +43,6 @@ from histoviewer.gui.label_layer import (
     CellSelectionLayer,
     LabelLayer,
 )
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.probabilities import PatchPanel, color_icon
 from histoviewer.gui.slideview import SlideView
 from histoviewer.labels.geojson import labels_on_slide, read_geojson, write_labels_geojson
@@ -99,7 +99,13 @@ class LabelController(QObject):
     ``view`` gets the label and selection layers, its keys and context menu;
     ``panel`` (the Patch panel) shows the selection's labels and offers "Label as".
     :attr:`count_label` is a status-bar widget saying how many patches are labelled.
+
+    Signal ``cellsSelected(list)``: the multi-selection (Shift+drag, Shift+click,
+    :meth:`select_cells`) changed; its cells, sorted (row, col) tuples, empty when it
+    was cleared. A plain click's single patch is the state's selection, not this.
     """
+
+    cellsSelected = Signal(list)
 
     def __init__(
         self,
@@ -123,6 +129,7 @@ class LabelController(QObject):
         self.count_label = QLabel()
         self.count_label.setVisible(False)
         self._cells: set[Cell] = set()  # the multi-selection; empty: state.selection only
+        self._announced: frozenset[Cell] = frozenset()  # the last cellsSelected
         self._by_cell: dict[Cell, list[PatchLabel]] = {}
         self._persist = False  # the open slide has a file to key its labels by
         self._quiet = False  # loading: redraw once, afterwards
@@ -215,6 +222,9 @@ class LabelController(QObject):
             self.selection_layer.set_boxes(
                 [(ex[c], ey[r], ex[c + 1], ey[r + 1]) for r, c in self._cells]
             )
+        if frozenset(self._cells) != self._announced:  # every change passes here
+            self._announced = frozenset(self._cells)
+            self.cellsSelected.emit(sorted(self._cells))
         cells = self.selected_cells()
         if tmap is None or not cells:
             return  # the window has cleared the Patch panel

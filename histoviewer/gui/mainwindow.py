@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from histoviewer.classes import class_label
 from histoviewer.errors import HistoViewerError
 from histoviewer.gui import actions
 from histoviewer.gui import settings as config
@@ -87,7 +88,8 @@ log = logging.getLogger(__name__)
 APP_TITLE = "HistoViewer"
 
 #: Dock heights asked for at first start (the docks scroll when the window is smaller).
-DOCK_HEIGHTS = {"overview": 120, "map": 280, "patch": 360}
+#: The Map panel's quantities fit under its table from about 1000 px high.
+DOCK_HEIGHTS = {"overview": 120, "map": 340, "patch": 300}
 
 
 class MainWindow(QMainWindow):
@@ -147,6 +149,8 @@ class MainWindow(QMainWindow):
         self.labelling = LabelController(
             self.state, self, self.label_store, self.view, self.patch_panel, parent=self
         )
+        # Several patches selected: the Map panel gives their quantities too.
+        self.labelling.cellsSelected.connect(self._on_cells_selected)
         self.statusBar().insertPermanentWidget(0, self.labelling.count_label)
         self.exporter = MapExporter(
             self.state,
@@ -154,6 +158,8 @@ class MainWindow(QMainWindow):
             self.settings,
             self.view,
             hide_in_pictures=[self.outline, self.labelling.selection_layer],
+            selection=self.labelling.selected_cells,
+            parent=self,
         )
         actions.build_actions(self)
         actions.build_menus(self)
@@ -195,6 +201,8 @@ class MainWindow(QMainWindow):
         self.legend.opacityChanged.connect(self._on_opacity_changed)
         self.legend.shadingToggled.connect(self.set_confidence_shading)
         self.legend.classVisibilityChanged.connect(self.overlay.set_class_visible)
+        self.legend.soloChosen.connect(self.show_only_class)
+        self.legend.heatmapChosen.connect(self.show_heatmap)
         self.patch_panel = PatchPanel()
         self.overview_dock = self._dock("Overview", "overview", self.overview)
         self.map_dock = self._dock("Map", "map", self.legend)
@@ -703,14 +711,79 @@ class MainWindow(QMainWindow):
         self.legend.set_map(tmap, live=live)
         partial = tmap is not None and not live and not tmap.complete
         self.legend.set_status(partial_map_text(tmap) if partial else "")
+        self._drop_views_of_missing_classes(tmap)
         self._describe_selection()
         self.update_actions()
         self.map_changed.emit(tmap)
 
     def _on_map_updated(self, tmap: TissueMap) -> None:
-        self.overlay.refresh()
+        self.overlay.refresh(live=True)  # a heatmap follows at most every 0.75 s
         self.legend.set_map(tmap, live=True)
         self._describe_selection()
+
+    def _on_cells_selected(self, cells: list[tuple[int, int]]) -> None:
+        """The Map panel gives the quantities of 2 or more selected patches, scrolled
+        into view (at 768 px the panel is short)."""
+        self.legend.set_region(cells)
+        if self.legend.region_quantities() is not None:
+            scroll = self.map_dock.widget()
+            block = self.legend.region_block
+            # Once the block is laid out: its place is known only then.
+            QTimer.singleShot(0, scroll, lambda: scroll.ensureWidgetVisible(block, 0, 0))
+
+    def _drop_views_of_missing_classes(self, tmap: TissueMap | None) -> None:
+        """Solo and the heatmap name a class: a map without it shows every class."""
+        v = self.state.view_settings
+        if tmap is not None and not {v.solo_class, v.heatmap_class} <= {None, *tmap.class_names}:
+            self.state.update_view_settings(solo_class=None, heatmap_class=None)
+
+    def show_only_class(self, name: str | None) -> None:
+        """View > Show Only Class (a click on a class's name in the Map panel): draw only
+        class ``name``, whatever the visibility ticks say (None: all classes, as the
+        ticks say). Leaves the probability heatmap; shows the overlay."""
+        if name is not None and not self._has_map_to_show():
+            return
+        self.state.update_view_settings(
+            solo_class=name, heatmap_class=None, **({"overlay_visible": True} if name else {})
+        )
+        if name is not None:
+            self.state.notify(
+                f"Showing only {class_label(name)} (Esc or View > Show Only Class > "
+                "All Classes to show all)",
+                10000,
+            )
+
+    def show_heatmap(self, name: str | None) -> None:
+        """View > Probability Heatmap (the Map panel's Show box): draw class ``name``'s
+        probability as a smooth heatmap instead of the class colours (None: the class
+        colours). Leaves solo; shows the overlay."""
+        if name is not None and not self._has_map_to_show():
+            return
+        self.state.update_view_settings(
+            heatmap_class=name, solo_class=None, **({"overlay_visible": True} if name else {})
+        )
+        if name is not None:
+            self.state.notify(
+                f"Showing the probability of {class_label(name)} (Esc or View > "
+                "Probability Heatmap > Off to show the classes)",
+                10000,
+            )
+
+    def _has_map_to_show(self) -> bool:
+        if self.state.tissue_map is not None:
+            return True
+        v = self.state.view_settings
+        self.legend.set_view_mode(v.solo_class, v.heatmap_class)  # undo the panel's choice
+        self.state.notify("No map to show yet: Analysis > Map Tissue makes one.", 6000)
+        return False
+
+    def show_all_classes(self) -> None:
+        """Esc while solo or a heatmap is shown: a region being chosen (Map Region) is
+        cancelled first; otherwise every class is drawn again, as the ticks say."""
+        if self.view.is_selecting_region():
+            self.view.cancel_region_selection()
+        else:
+            self.show_only_class(None)
 
     def set_overlay_visible(self, visible: bool) -> None:
         self.state.update_view_settings(overlay_visible=bool(visible))
@@ -749,6 +822,12 @@ class MainWindow(QMainWindow):
                 control.setChecked(v.uncertain_only)
         if abs(self.review.threshold_value() - v.uncertain_threshold) > 0.001:
             self.review.set_threshold(v.uncertain_threshold)
+        self.overlay.set_solo_class(v.solo_class)
+        self.overlay.set_heatmap_class(v.heatmap_class)
+        self.legend.set_view_mode(v.solo_class, v.heatmap_class)
+        self.show_all_classes_action.setEnabled(
+            v.solo_class is not None or v.heatmap_class is not None
+        )
 
     def _on_view_clicked(self, x: float, y: float) -> None:
         tmap = self.tissue_map
@@ -818,16 +897,26 @@ class MainWindow(QMainWindow):
     def choose_export(self, fmt: str) -> None:
         self.exporter.choose_export(fmt)
 
-    def export_map(self, fmt: str, path: str | Path) -> bool:
-        """Write the shown map as ``fmt`` (geojson, csv, png, npz) to ``path``."""
-        return self.exporter.export_map(fmt, path)
+    def export_map(self, fmt: str, path: str | Path, *, wait: bool = True) -> bool:
+        """Write the shown map as ``fmt`` (a key of ``mapping.export.FORMATS``: geojson,
+        csv, report, classes-tiff, ...) to ``path``, on the export thread.
+
+        ``wait``: return once written (True) or failed (False, a dialog said why);
+        else at once (True: started).
+        """
+        return self.exporter.export_map(fmt, path, wait=wait)
 
     def choose_export_folder(self) -> None:
         self.exporter.choose_export_folder()
 
-    def export_all(self, folder: str | Path, stem: str) -> bool:
-        """Write every map format and a summary to ``folder`` as ``stem.*``."""
-        return self.exporter.export_all(folder, stem)
+    def export_all(self, folder: str | Path, stem: str | None = None, *, wait: bool = True) -> bool:
+        """Write the map's formats and its report to ``folder`` as ``histoviewer map``
+        names them, ``<stem><suffix>`` (``stem``: the slide's name); see
+        :meth:`export_map` for ``wait``."""
+        return self.exporter.export_all(folder, stem, wait=wait)
+
+    def is_exporting(self) -> bool:
+        return self.exporter.is_busy()
 
     def choose_view_export(self) -> None:
         self.exporter.choose_view_export()
@@ -891,6 +980,10 @@ class MainWindow(QMainWindow):
             self._training_dialog.shutdown()
         self.mapping.shutdown()
         self.models.shutdown()
+        if self.exporter.is_busy():  # the file being written is finished, never cut short
+            self.statusBar().showMessage("Finishing the export before quitting…")
+            self.statusBar().repaint()
+        self.exporter.shutdown()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         config.save_view_settings(self.settings, self.state.view_settings)

@@ -29,7 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from histoviewer.gui.legend import ColorSwatch, class_label
+from histoviewer.classes import class_label
+from histoviewer.gui.legend import ColorSwatch
 from histoviewer.model import model_info_summary
 from histoviewer.model.describe import (
     WEAK_ACCURACY,

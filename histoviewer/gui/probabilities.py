@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from histoviewer.gui.legend import class_label
+from histoviewer.classes import class_label
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 
 #: Edge of the patch image when there is room (px).

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from histoviewer.gui.legend import class_label
+from histoviewer.classes import class_label
 from histoviewer.labels.store import LabelSet, cell_box, labels_by_cell
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.viewer_state import ViewerState

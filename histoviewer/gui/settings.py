@@ -62,6 +62,9 @@ def save_mapping_settings(qs: QSettings, s: MappingSettings) -> None:
 
 
 def load_view_settings(qs: QSettings) -> ViewSettings:
+    """The view settings kept from the last run. Solo and the probability heatmap
+    (``solo_class``, ``heatmap_class``) are transient views: never saved, and a run
+    always starts without them."""
     d = ViewSettings()
     return ViewSettings(
         overlay_visible=_bool(qs.value(_VIEW + "overlay_visible"), d.overlay_visible),
@@ -84,6 +87,8 @@ def _fraction(value: object, default: float) -> float:
 
 
 def save_view_settings(qs: QSettings, s: ViewSettings) -> None:
+    """Keep the view settings for the next run, all but the transient solo and
+    heatmap (see :func:`load_view_settings`)."""
     qs.setValue(_VIEW + "overlay_visible", s.overlay_visible)
     qs.setValue(_VIEW + "opacity", s.opacity)
     qs.setValue(_VIEW + "confidence_shading", s.confidence_shading)

@@ -38,7 +38,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from histoviewer.gui.legend import ColorSwatch, class_label
+from histoviewer.classes import class_label
+from histoviewer.gui.legend import ColorSwatch
 from histoviewer.training.crossval import TILE_SPLIT_MEANING, UNSEEN_MEANING
 
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from histoviewer import __version__
-from histoviewer.classes import default_classes
+from histoviewer.classes import class_label
 from histoviewer.fileio import atomic_write_bytes
 from histoviewer.mapping.export import (
     BACKGROUND_COLOR,
@@ -94,15 +94,6 @@ _PANEL_PAD = 16
 
 
 # --- words -----------------------------------------------------------------------------
-
-
-def class_label(name: str) -> str:
-    """What a reader sees for a class id: 'tumor' -> 'Tumour epithelium' (the label
-    of :func:`histoviewer.classes.default_classes`; another class is capitalised)."""
-    for c in default_classes():
-        if c.name == name:
-            return c.label
-    return name.capitalize()
 
 
 def slide_name(tmap: TissueMap) -> str:

@@ -13,9 +13,9 @@ from PySide6.QtGui import QContextMenuEvent, QMouseEvent
 from PySide6.QtWidgets import QApplication, QMenu
 from viewer_support import tiny_classifier, write_strip_tiff
 
+from histoviewer.classes import class_label
 from histoviewer.errors import StorageError
 from histoviewer.gui.labelling import cells_in
-from histoviewer.gui.legend import class_label
 from histoviewer.labels.geojson import read_geojson
 from histoviewer.labels.store import LabelSet, LabelStore, PatchLabel, cell_box
 from histoviewer.mapping.grid import make_grid

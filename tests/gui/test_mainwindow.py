@@ -22,9 +22,10 @@ from viewer_support import (
     write_strip_tiff,
 )
 
+from histoviewer.classes import class_label
 from histoviewer.gui import settings as config
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
+from histoviewer.mapping.quantities import quantities
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED, TissueMap
 from histoviewer.model import save_model
 from histoviewer.slide.synthetic_he import synthetic_he
@@ -107,12 +108,13 @@ def test_mapping_fills_overlay_batch_by_batch_and_matches_the_map(
     assert (rect.width(), rect.height()) == (tmap.cols * tmap.stride, tmap.rows * tmap.stride)
 
     counts = tmap.counts()
+    shares = {c.name: c.share for c in quantities(tmap).classes}  # of the tissue area
     for (label, patches, share, _area), name in zip(
         window.legend.row_texts(), tmap.class_names, strict=True
     ):
         assert label == class_label(name)
         assert patches == f"{counts[name]:,}"
-        assert share == f"{tmap.fractions()[name] * 100:.1f} %"
+        assert share == ("–" if shares[name] is None else f"{shares[name] * 100:.1f} %")
     assert len(list(cache.root.rglob("*.npz"))) == 1
 
 
@@ -412,4 +414,4 @@ def test_export_failure_shows_a_dialog(qtbot, make_window, slide_path, tmp_path)
     blocker.write_text("not a folder")
     assert not window.export_map("csv", blocker / "map.csv")
     ((title, text),) = shown_messages(window)
-    assert title == "Export failed" and "map.csv" in text
+    assert title == "Cannot export map.csv" and "a-file" in text

@@ -8,9 +8,8 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from viewer_support import tiny_classifier
 
-from histoviewer.classes import default_classes
+from histoviewer.classes import class_label, color_for, default_classes
 from histoviewer.gui import settings as config
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
 from histoviewer.gui.settings import MappingSettings
 from histoviewer.mapping.cache import MapCache
@@ -110,9 +109,10 @@ def test_model_info_shows_training_data_metrics_and_own_colours(qtbot, make_wind
     with qtbot.waitSignal(window.model_changed, timeout=TIMEOUT):
         window.load_model(path)
     dialog = window.show_model_info()
+    # The Kather classes in today's palette (classes.json), a class of its own in its own.
     assert dialog.class_rows() == [
-        (class_label("tumor"), colors[0]),
-        (class_label("stroma"), colors[1]),
+        (class_label("tumor"), color_for("tumor", 0)),
+        (class_label("stroma"), color_for("stroma", 1)),
         ("Gland", colors[2]),
     ]
     assert not dialog.note.isVisible()

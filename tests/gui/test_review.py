@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from histoviewer.classes import class_colors, class_names
-from histoviewer.gui.legend import class_label
+from histoviewer.classes import class_colors, class_label, class_names
 from histoviewer.gui.overlay import MIN_SHADED_ALPHA, colorize
 from histoviewer.gui.review import REVIEW_LIMIT, review_queue
 from histoviewer.labels.store import LabelSet, cell_box

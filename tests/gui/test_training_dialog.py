@@ -20,11 +20,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton
 from viewer_support import wheel
 
+from histoviewer.classes import class_label
 from histoviewer.errors import DeviceError
 from histoviewer.gui import settings as config
 from histoviewer.gui import training_dialog
 from histoviewer.gui.curves import TrainingCurves
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.mainwindow import MainWindow
 from histoviewer.gui.training_dialog import TrainingDialog
 from histoviewer.gui.training_form import (

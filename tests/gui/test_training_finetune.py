@@ -24,9 +24,9 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 
+from histoviewer.classes import class_label
 from histoviewer.gui import training_dialog
 from histoviewer.gui.finetune_form import CutEvent
-from histoviewer.gui.legend import class_label
 from histoviewer.gui.training_form import ERROR_STYLE
 from histoviewer.gui.training_results import ResultsPanel
 from histoviewer.labels import LabelSet, LabelStore

@@ -11,7 +11,7 @@ from PySide6.QtCore import QPointF, QRect, Qt
 from PySide6.QtGui import QImage
 from viewer_support import gated_mapping, run_mapping, tiny_classifier, write_strip_tiff
 
-from histoviewer.gui.legend import class_label
+from histoviewer.classes import class_label
 from histoviewer.gui.mainwindow import MainWindow
 from histoviewer.gui.shortcuts import ShortcutsDialog
 from histoviewer.mapping.tissue_map import BACKGROUND, CLASSIFIED

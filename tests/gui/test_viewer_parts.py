@@ -334,11 +334,15 @@ def test_legend_and_overview_ask_for_little_height(qtbot):
     legend = LegendPanel()
     qtbot.addWidget(legend)
     legend.set_map(small_map())
-    # Eight class rows with their checkboxes are the legend: about 215 px at a 9 pt
-    # font, where the old layout asked for about 295.
-    assert legend.minimumSizeHint().height() <= min_height_bound(legend, 16)
+    # Eight class rows with their checkboxes and the Show box are the legend: about
+    # 245 px at a 9 pt font, where the old layout asked for about 295. The quantities
+    # under it (a title and up to four lines) come on top.
+    lines = legend.fontMetrics().height()
+    quantities = legend.quantities_block.minimumSizeHint().height()
+    assert quantities <= 6 * lines
+    assert legend.minimumSizeHint().height() - quantities <= min_height_bound(legend, 16)
     legend.set_classes([f"class {i}" for i in range(8)], [(0, 0, 0)] * 8)
-    assert legend.minimumSizeHint().height() <= max(230, 16 * legend.fontMetrics().height())
+    assert legend.minimumSizeHint().height() - quantities <= max(250, 18 * lines)
     overview = OverviewPanel()
     qtbot.addWidget(overview)
     assert 0 < overview.minimumSizeHint().height() <= 100
