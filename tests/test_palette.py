@@ -43,8 +43,10 @@ def test_colour_blind_simulation_merges_red_and_green_but_not_blue_and_yellow():
 
 
 @pytest.mark.parametrize("vision", ["normal", "colour-blind"])
-def test_tumour_and_both_stromas_are_told_apart_over_he(vision):
-    for pair in itertools.combinations(palette.KEY_CLASSES, 2):
+def test_tumour_and_both_stromas_and_tumour_and_any_class_are_told_apart_over_he(vision):
+    pairs = [p for p in itertools.combinations(TISSUE_CLASSES, 2) if palette.is_key_pair(*p)]
+    assert len(pairs) == 6 + 1  # tumour with each of 6 classes, and the two stromas
+    for pair in pairs:
         got = palette.pair_minimum(NAMES, COLORS, pair, vision)
         assert got >= palette.KEY_MIN[vision], (pair, vision, got)
 
@@ -56,10 +58,15 @@ def test_every_pair_of_tissue_classes_stays_apart_over_he(vision):
         assert got >= palette.ALL_MIN[vision], (pair, vision, got)
 
 
-def test_the_old_palette_fails_the_check():
+def test_the_old_palettes_fail_the_check():
     # Yellow simple stroma and orange complex stroma: the palette the issue reported.
     old = list(COLORS)
     old[NAMES.index("stroma")] = (240, 228, 66)
     old[NAMES.index("complex")] = (230, 159, 0)
     got = palette.pair_minimum(NAMES, old, ("stroma", "complex"), "normal")
     assert got < palette.KEY_MIN["normal"]
+    # Wine debris: red tumour over dark haematoxylin looked like it.
+    wine = list(COLORS)
+    wine[NAMES.index("debris")] = (136, 34, 85)
+    got = palette.pair_minimum(NAMES, wine, ("tumor", "debris"), "colour-blind")
+    assert got < palette.KEY_MIN["colour-blind"]

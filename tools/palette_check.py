@@ -62,7 +62,8 @@ VISION = {
         ]
     ),
 }
-#: The three classes the issue asks to tell apart, and the ΔE00 they must keep.
+#: The three classes the issue asks to tell apart, and tumour against every class: the
+#: pairs that must keep the larger ΔE00 below.
 KEY_CLASSES = ("tumor", "stroma", "complex")
 KEY_MIN = {"normal": 15.0, "colour-blind": 10.0}
 #: Every other pair of tissue classes (empty glass left out: it is grey on grey).
@@ -187,6 +188,10 @@ def pair_minimum(names, colors, pair, vision_kind: str, opacity: float = OPACITY
     )
 
 
+def is_key_pair(a: str, b: str) -> bool:
+    return (a in KEY_CLASSES and b in KEY_CLASSES) or "tumor" in (a, b)
+
+
 def load(path: Path | None = None) -> tuple[list[str], list[tuple[int, int, int]]]:
     path = path or Path(__file__).resolve().parents[1] / "resources" / "classes.json"
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -201,7 +206,7 @@ def main(argv: list[str]) -> int:
     for a, b in itertools.combinations(tissue, 2):
         normal = pair_minimum(names, colors, (a, b), "normal")
         cvd = pair_minimum(names, colors, (a, b), "colour-blind")
-        key = "*" if a in KEY_CLASSES and b in KEY_CLASSES else " "
+        key = "*" if is_key_pair(a, b) else " "
         print(f"{key}{a + ' / ' + b:<21}{normal:8.1f}{cvd:14.1f}")
     return 0
 
