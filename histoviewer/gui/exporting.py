@@ -368,7 +368,8 @@ class MapExporter(QObject):
             thumbnail = None
             written = []
             for i, (fmt, path) in enumerate(targets):
-                ctx.cancel.raise_if_cancelled()  # quitting: stop between files
+                if i:  # quitting: stop between files (the first one is always written)
+                    ctx.cancel.raise_if_cancelled()
                 if count > 1:
                     ctx.progress(f"Exporting {path.name} ({i + 1} of {count})…")
                 if fmt == "report" and thumbnail is None and slide is not None:

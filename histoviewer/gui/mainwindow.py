@@ -741,33 +741,38 @@ class MainWindow(QMainWindow):
         """View > Show Only Class (a click on a class's name in the Map panel): draw only
         class ``name``, whatever the visibility ticks say (None: all classes, as the
         ticks say). Leaves the probability heatmap; shows the overlay."""
-        if name is not None and not self._has_map_to_show():
-            return
-        self.state.update_view_settings(
-            solo_class=name, heatmap_class=None, **({"overlay_visible": True} if name else {})
+        self._show_view(
+            name,
+            solo_class=name,
+            heatmap_class=None,
+            told="Showing only {} (Esc or View > Show Only Class > All Classes to show all)",
         )
-        if name is not None:
-            self.state.notify(
-                f"Showing only {class_label(name)} (Esc or View > Show Only Class > "
-                "All Classes to show all)",
-                10000,
-            )
 
     def show_heatmap(self, name: str | None) -> None:
         """View > Probability Heatmap (the Map panel's Show box): draw class ``name``'s
         probability as a smooth heatmap instead of the class colours (None: the class
         colours). Leaves solo; shows the overlay."""
+        self._show_view(
+            name,
+            solo_class=None,
+            heatmap_class=name,
+            told="Showing the probability of {} (Esc or View > Probability Heatmap > Off "
+            "to show the classes)",
+        )
+
+    def _show_view(
+        self, name: str | None, *, solo_class: str | None, heatmap_class: str | None, told: str
+    ) -> None:
+        """Solo or heatmap of class ``name`` (None: neither), saying so in the status bar."""
         if name is not None and not self._has_map_to_show():
             return
         self.state.update_view_settings(
-            heatmap_class=name, solo_class=None, **({"overlay_visible": True} if name else {})
+            solo_class=solo_class,
+            heatmap_class=heatmap_class,
+            **({"overlay_visible": True} if name else {}),
         )
         if name is not None:
-            self.state.notify(
-                f"Showing the probability of {class_label(name)} (Esc or View > "
-                "Probability Heatmap > Off to show the classes)",
-                10000,
-            )
+            self.state.notify(told.format(class_label(name)), 10000)
 
     def _has_map_to_show(self) -> bool:
         if self.state.tissue_map is not None:

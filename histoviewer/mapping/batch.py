@@ -185,15 +185,24 @@ def check_stems(slides: Sequence[Path]) -> None:
 def check_exports_spare_slides(slides: Sequence[Path], out_dir: Path, formats) -> None:
     """Raise HistoViewerError if an export would overwrite one of the slides (a PNG
     slide whose map PNG would take its name in its own folder)."""
-    inputs = {p.resolve() for p in slides}
+    inputs = {_real(p) for p in slides}
     for slide in slides:
         for fmt in formats:
-            target = (out_dir / export_name(slide.stem, fmt)).resolve()
+            target = _real(out_dir / export_name(slide.stem, fmt))
             if target in inputs:
                 raise HistoViewerError(
                     f"the {fmt} export of {slide.name} would overwrite the slide {target}; "
                     "choose another --out folder"
                 )
+
+
+def _real(path: Path) -> Path:
+    """The path with links followed, as far as they go (a looping or broken link is
+    the slide's own failure, reported when it is mapped)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def printable(text: str) -> str:

@@ -91,7 +91,8 @@ def test_map_writes_every_export(big_slide, recipe_checkpoint, tmp_path, capsys)
     assert "# scale: 0.495 µm/px (NDPI/TIFF resolution)" in header
     features = json.loads((out / f"{stem}.geojson").read_text())["features"]
     assert len(features) == tmap.classified_count
-    assert Image.open(out / f"{stem}.png").size == (3 * 32, 3 * 32)
+    png = Image.open(out / f"{stem}.png")  # the map's 3 x 3 cells of 32 px, a legend beside
+    assert png.size[0] > 3 * 32 and png.size[1] >= 3 * 32
     captured = capsys.readouterr()
     line = captured.out.strip().splitlines()[-1]
     assert line.startswith(f"{big_slide.name}: {tmap.classified_count} patches classified")
