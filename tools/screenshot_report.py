@@ -27,6 +27,7 @@ from shots import open_window, wait, wait_until
 
 from histoviewer.gui.app import create_application
 from histoviewer.mapping import report
+from histoviewer.mapping.export import REPORT_THUMBNAIL
 from histoviewer.viewer_state import MappingSettings
 
 
@@ -72,7 +73,7 @@ def main() -> int:
     for r, c in window.legend.region_cells():
         mask[r, c] = True
     regions = [(f"Selected region ({len(block)} patches)", mask)]
-    thumbnail = window.state.slide.thumbnail(1024)
+    thumbnail = window.state.slide.thumbnail(REPORT_THUMBNAIL)
     pages = report.preview_pages(tmap, thumbnail=thumbnail, regions=regions, dpi=110)
     for i, page in enumerate(pages, 1):
         Image.fromarray(page).save(args.out / f"report-page{i}-{size}.png")

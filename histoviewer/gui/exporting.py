@@ -68,8 +68,6 @@ DATA_EXPORTS = ("geojson", "geojson.gz", "csv", "npz", "classes-tiff", "probabil
 PICTURE_EXPORTS = ("png", "report")
 #: What Export All writes: what ``histoviewer map`` writes by default, and the report.
 ALL_FORMATS: tuple[str, ...] = (*exports.DEFAULT_FORMATS, "report")
-#: The longest side of the slide picture in a report (as ``histoviewer map`` makes it).
-REPORT_THUMBNAIL = 1024
 
 _LAST_DIR = "export/last_dir"
 _LIVE_TEXT = "Mapping is still running; export the {what} when it has finished (or cancel it)."
@@ -94,7 +92,7 @@ def all_formats_tip() -> str:
     )
 
 
-def read_thumbnail(slide: SlideReader, size: int = REPORT_THUMBNAIL) -> np.ndarray:
+def read_thumbnail(slide: SlideReader, size: int = exports.REPORT_THUMBNAIL) -> np.ndarray:
     """The whole slide within ``size`` px, for a report; runs on an export's thread.
 
     Read through a reader of its own where the slide has a file: the window may close

@@ -40,6 +40,7 @@ from histoviewer.mapping.engine import MapProgress, map_slide
 from histoviewer.mapping.export import (
     DEFAULT_FORMATS,
     FORMATS,
+    REPORT_THUMBNAIL,
     estimate_bytes,
     export_all,
     export_name,
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.csv"
 SIDECAR_SUFFIX = ".map.json"
 SIDECAR_FORMAT = "histoviewer-map-sidecar"
-#: The longest side of the slide picture in a report (pixels).
-REPORT_THUMBNAIL = 1024
 MAPPED, SKIPPED, FAILED = "mapped", "skipped", "failed"
 STATUSES = (MAPPED, SKIPPED, FAILED)
 #: A sidecar's status while the slide's exports are being (re)written: a run killed

@@ -68,6 +68,8 @@ FORMAT_DESCRIPTIONS: dict[str, str] = {
     "probabilities-tiff": "pyramidal OME-TIFF, one uint8 channel per class probability",
 }
 
+#: The longest side of the slide picture a report shows (pixels).
+REPORT_THUMBNAIL = 1024
 BACKGROUND_COLOR = (224, 224, 224)
 PENDING_COLOR = (255, 255, 255)
 # The PNG's longest side is about this many pixels (whole pixels per patch, at least 1).
