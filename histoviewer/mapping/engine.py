@@ -213,6 +213,12 @@ def map_slide(
         todo.flat[keep] = True
     before = int(np.count_nonzero(scope & (tmap.state == CLASSIFIED)))
     runner = make_runner(classifier, dev, precision, batch_size, backend)
+    # What "auto" came to on this machine: the device, backend and precision that ran.
+    dtype = getattr(runner, "dtype", None)
+    tmap.settings.update(
+        device=str(runner.device),
+        ran_with=f"{runner.name} {_DTYPE_NAMES.get(dtype, 'fp32')}",
+    )
     if tta:
         runner = TtaRunner(runner)
     queue = PatchQueue(grid, todo, focus)
@@ -393,6 +399,9 @@ def make_runner(
                 raise
             log.warning("%s; using the torch backend", exc)
     return _Runner(classifier, device, precision, batch_size)
+
+
+_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class TtaRunner:

@@ -411,6 +411,8 @@ def settings_text(settings: dict[str, Any]) -> str:
     for key in ("precision", "backend"):
         if key in settings:
             parts.append(f"{key} {settings[key]}")
+    if "ran_with" in settings:
+        parts.append(f"ran with {settings['ran_with']} on {settings.get('device', '?')}")
     return ", ".join(parts)
 
 

@@ -853,6 +853,8 @@ def _record_page(
         ("Precision", str(settings.get("precision", "not recorded"))),
         ("Backend", str(settings.get("backend", "not recorded"))),
     ]
+    if "ran_with" in settings:  # what "auto" came to
+        rows.append(("Ran with", f"{settings['ran_with']} on {settings.get('device', '?')}"))
     if not settings:
         rows.append(("", "This map was made before HistoViewer recorded its settings."))
     flow.fields(rows)

@@ -46,6 +46,7 @@ def known_map() -> TissueMap:
         model={"name": "kather-r18", "fingerprint": "cd" * 32, "test_accuracy": 0.884},
     )
     tmap.settings = {"stride_model_px": 150, "skip_background": True, "min_tissue": 0.05}
+    tmap.settings |= {"device": "cpu", "ran_with": "onnxruntime fp32"}
     names = class_names()
     order = [names.index(n) for n, k in COUNTS.items() for _ in range(k)]
     flat_probs = tmap.probs.reshape(-1, len(names))
@@ -148,7 +149,10 @@ def test_summary_records_quantities_regions_settings_and_version():
 def test_csv_header_gives_the_quantities_and_settings(tmp_path):
     tmap = known_map()
     lines = header_lines(tmap)
-    assert "settings: stride 150 model px, background skipped (tissue >= 5 %)" in lines
+    assert (
+        "settings: stride 150 model px, background skipped (tissue >= 5 %), "
+        "ran with onnxruntime fp32 on cpu"
+    ) in lines
     assert "tissue: 0.80 mm² (80 patches)" in lines
     assert "tumour-stroma ratio: 50.0 % stroma, stroma-low (60 tumour and stroma patches)" in lines
     # 15 / 80 = 18.75 %: either rounding of the summed cell areas will do.
@@ -207,8 +211,11 @@ def test_a_map_records_how_it_was_made_and_keeps_it(classifier, tissue_slide, tm
         "tta": False,
         "precision": "fp32",
         "backend": "auto",
+        "device": "cpu",
+        "ran_with": tmap.settings["ran_with"],  # torch or onnxruntime, as this CPU chooses
     }
     assert tmap.settings == expected
+    assert tmap.settings["ran_with"] in ("torch fp32", "onnxruntime fp32")
     tmap.save(tmp_path / "m.npz")
     assert TissueMap.load(tmp_path / "m.npz").settings == expected
     assert summarize(tmap)["settings"]["stride_model_px"] == 100

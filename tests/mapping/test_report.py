@@ -68,8 +68,10 @@ def known_map(*, complete: bool = True, mpp_source: str = "given") -> TissueMap:
         "skip_background": True,
         "min_tissue": 0.05,
         "tta": False,
-        "precision": "bf16",
-        "backend": "torch",
+        "precision": "auto",
+        "backend": "auto",
+        "device": "cuda:0",
+        "ran_with": "torch bf16",
     }
     return tmap
 
@@ -128,8 +130,7 @@ def test_page_two_records_how_the_map_was_made(complete_report):
         "0.8 µm/px, given by the user (given)",
         "150 model px = 150 level-0 px, no overlap",
         "on: patches under 5 % tissue skipped as glass",
-        "bf16",
-        "torch",
+        "torch bf16 on cuda:0",  # what "auto" came to
         "10 x 10 = 100 patches of 150 level-0 px",
         "1 min 23 s",
         f"HistoViewer {__version__}",
