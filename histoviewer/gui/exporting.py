@@ -36,10 +36,11 @@ from PySide6.QtCore import QBuffer, QByteArray, QEventLoop, QIODevice, QObject, 
 from PySide6.QtGui import QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem
 
+from histoviewer.classes import class_label
 from histoviewer.errors import HistoViewerError
 from histoviewer.fileio import atomic_write_bytes
 from histoviewer.gui.dialogs import UserDialogs
-from histoviewer.gui.legend import draw_legend, legend_entries
+from histoviewer.gui.legend import draw_heatmap_key, draw_legend, legend_entries
 from histoviewer.gui.slideview import SlideView
 from histoviewer.gui.workers import JobContext, JobFailure, JobRunner, describe_error
 from histoviewer.mapping import export as exports
@@ -295,7 +296,8 @@ class MapExporter(QObject):
 
     def view_image(self) -> QImage:
         """What the view shows (slide and overlay, not the selection outline), with
-        the legend in a corner when the overlay is shown."""
+        the legend in a corner when the overlay is shown: the class shown alone, or the
+        heatmap's colour bar, when that is what is drawn."""
         hidden = [item for item in self.hide_in_pictures if item.isVisible()]
         for item in hidden:
             item.setVisible(False)
@@ -305,10 +307,16 @@ class MapExporter(QObject):
             for item in hidden:
                 item.setVisible(True)
         tmap = self.state.tissue_map
-        if tmap is not None and self.state.view_settings.overlay_visible:
+        v = self.state.view_settings
+        if tmap is not None and v.overlay_visible:
             painter = QPainter(image)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            draw_legend(painter, 10, 10, legend_entries(tmap))
+            if v.heatmap_class is not None:  # the key of what is drawn: the colour bar
+                draw_heatmap_key(painter, 10, 10, class_label(v.heatmap_class))
+            else:  # a class shown alone: its row only
+                entries = legend_entries(tmap)
+                shown = [e for e in entries if v.solo_class in (None, e.name)]
+                draw_legend(painter, 10, 10, shown or entries)
             painter.end()
         return image
 

@@ -748,3 +748,38 @@ def draw_legend(painter: QPainter, x: float, y: float, entries: list[LegendEntry
         )
     painter.restore()
     return box
+
+
+def draw_heatmap_key(painter: QPainter, x: float, y: float, label: str) -> QRectF:
+    """Paint the heatmap's key (its title, the colour bar from 0 to 100 %) in a box with
+    its top-left at (x, y); returns its rectangle. For exported view images of a heatmap,
+    where the class legend would say what the picture does not show."""
+    font = QFont(painter.font())
+    font.setPointSizeF(max(font.pointSizeF(), 9.0))
+    painter.setFont(font)
+    fm = QFontMetrics(font)
+    pad, line_h, bar_w, bar_h = 8, fm.height() + 4, 220, 12
+    title = f"Probability of {label}"
+    width = pad * 2 + max(bar_w, fm.horizontalAdvance(title))
+    height = pad * 2 + line_h * 2 + bar_h
+    box = QRectF(x, y, width, height)
+    lut = heatmap_lut()
+    painter.save()
+    painter.setPen(QPen(QColor(0, 0, 0, 110)))
+    painter.setBrush(QColor(255, 255, 255, 225))
+    painter.drawRoundedRect(box, 4, 4)
+    painter.setPen(QColor(20, 20, 20))
+    left, top = x + pad, y + pad
+    align_v = Qt.AlignmentFlag.AlignVCenter
+    painter.drawText(QRectF(left, top, width, line_h), int(align_v), title)
+    bar_top = top + line_h
+    for i in range(bar_w):  # one LUT step per column
+        painter.fillRect(
+            QRectF(left + i, bar_top, 1, bar_h), QColor(*lut[round(i * 255 / (bar_w - 1))])
+        )
+    ticks = bar_top + bar_h
+    a = Qt.AlignmentFlag
+    for text, where in (("0 %", a.AlignLeft), ("50 %", a.AlignHCenter), ("100 %", a.AlignRight)):
+        painter.drawText(QRectF(left, ticks, bar_w, line_h), int(align_v | where), text)
+    painter.restore()
+    return box

@@ -228,3 +228,43 @@ def test_progress_and_legend_count_the_same_tissue_patches(qtbot, make_window, s
     tmap = blocker.args[0]
     assert tmap.background_count == glass and tmap.classified_count == tissue
     assert window.legend.summary_text().startswith(f"{tissue} tissue patches classified")
+
+
+def test_the_view_picture_keys_what_is_drawn_solo_or_heatmap(
+    qtbot, make_window, slide_path, monkeypatch
+):
+    from histoviewer.gui import exporting
+    from histoviewer.gui.legend import heatmap_lut
+
+    window, tmap = mapped_window(qtbot, make_window, slide_path)
+    drawn = []
+    real_legend, real_key = exporting.draw_legend, exporting.draw_heatmap_key
+
+    def legend(painter, x, y, entries):
+        drawn.append([e.name for e in entries])
+        return real_legend(painter, x, y, entries)
+
+    def key(painter, x, y, label):
+        drawn.append(label)
+        return real_key(painter, x, y, label)
+
+    monkeypatch.setattr(exporting, "draw_legend", legend)
+    monkeypatch.setattr(exporting, "draw_heatmap_key", key)
+    name = tmap.class_names[int(tmap.labels[a_classified_patch(tmap)])]
+    plain = window.view_image()
+    window.show_only_class(name)
+    window.view_image()
+    window.show_heatmap(name)
+    heat = window.view_image()
+    assert drawn == [list(tmap.class_names), [name], class_label(name)]
+    # The colour bar's top colour is in the picture's corner, not in the class legend's.
+    top = tuple(int(v) for v in heatmap_lut()[255])
+
+    def corner_has(image, color):
+        return any(
+            image.pixelColor(x, y).getRgb()[:3] == color
+            for x in range(10, 260)
+            for y in range(10, 70)
+        )
+
+    assert corner_has(heat, top) and not corner_has(plain, top)
