@@ -24,11 +24,10 @@ square block of whole pixels), then a white panel naming each colour.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,25 +198,11 @@ def _lymphocyte_text(q: Quantities) -> str:
 # --- the PDF ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _report_style() -> Iterator[None]:
-    """matplotlib settings for the report: DejaVu Sans embedded as TrueType (text that
-    can be searched and copied), no TeX or math parsing of names holding a "$"."""
-    import matplotlib
-
-    with matplotlib.rc_context(
-        {
-            "pdf.fonttype": 42,
-            "font.family": "DejaVu Sans",
-            "font.size": 9,
-            "text.usetex": False,
-            "text.parse_math": False,
-            "text.color": _INK,
-            "axes.linewidth": 0.6,
-            "pdf.compression": 6,
-        }
-    ):
-        yield
+#: Every text of the report: DejaVu Sans (matplotlib's own font, embedded in the PDF),
+#: and no math parsing of names holding a "$". Given to each text, never through
+#: matplotlib's global rcParams: reports are drawn on the viewer's export thread while
+#: other figures (training curves) may be drawn on another.
+_TEXT = {"fontfamily": "DejaVu Sans", "parse_math": False}
 
 
 def write_report(
@@ -255,11 +240,10 @@ def write_report(
         # matplotlib writes a date's UTC offset with the sign turned round: give it UTC.
         "CreationDate": created.astimezone(timezone.utc) if created.tzinfo else created,
     }
-    with _report_style():
-        pages = render_pages(tmap, thumbnail=thumbnail, regions=regions, created=created)
-        with PdfPages(buffer, metadata=metadata) as pdf:
-            for page in pages:
-                pdf.savefig(page)
+    pages = render_pages(tmap, thumbnail=thumbnail, regions=regions, created=created)
+    with PdfPages(buffer, metadata=metadata) as pdf:
+        for page in pages:
+            pdf.savefig(page)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -276,13 +260,12 @@ def preview_pages(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     out = []
-    with _report_style():
-        pages = render_pages(tmap, thumbnail=thumbnail, regions=regions, created=created)
-        for page in pages:
-            page.set_dpi(dpi)
-            canvas = FigureCanvasAgg(page)
-            canvas.draw()
-            out.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+    pages = render_pages(tmap, thumbnail=thumbnail, regions=regions, created=created)
+    for page in pages:
+        page.set_dpi(dpi)
+        canvas = FigureCanvasAgg(page)
+        canvas.draw()
+        out.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
     return out
 
 
@@ -294,9 +277,7 @@ def render_pages(
     created: datetime | None = None,
 ) -> list[Figure]:
     """The report's pages as matplotlib figures (A4 portrait), footers included: what
-    :func:`write_report` saves and :func:`preview_pages` rasterises, both within
-    :func:`_report_style` (the report's fonts); use those two rather than this.
-    """
+    :func:`write_report` saves and :func:`preview_pages` rasterises."""
     created = created or datetime.now().astimezone()
     named = [(str(name), np.asarray(mask, dtype=bool)) for name, mask in regions or ()]
     region_q = [(name, quantities(tmap, mask)) for name, mask in named]
@@ -366,6 +347,7 @@ class _Flow:
                 color=color,
                 ha=ha,
                 va="top",
+                **_TEXT,
             )
         if advance:
             self.y += size * _LINE / 72
@@ -599,6 +581,7 @@ def _pictures(
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_color(_RULE)
+            spine.set_linewidth(0.6)
         if thumb is not None:
             ax.imshow(thumb, extent=(0, W, H, 0), interpolation="none", aspect="auto")
         elif i == 0:
@@ -612,6 +595,7 @@ def _pictures(
                 va="center",
                 color=_MUTED,
                 fontsize=9,
+                **_TEXT,
             )
         if i == 1:
             ax.imshow(overlay, extent=(0, W, H, 0), interpolation="none", aspect="auto")
@@ -708,6 +692,7 @@ def _scale_bar(ax: Any, width_px: float, mpp: float) -> None:
         fontsize=7.5,
         color="black",
         path_effects=halo,
+        **_TEXT,
     )
 
 
@@ -1070,13 +1055,11 @@ def _legend_panel(tmap: TissueMap, width: int, min_height: int) -> np.ndarray:
 
     fig = Figure(figsize=(width / _PANEL_DPI, height / _PANEL_DPI), dpi=_PANEL_DPI)
     fig.patch.set_facecolor("white")
-    with _report_style():
-        for x, top, s, style in texts:
-            fig.text(
-                x / width, 1 - top / height, s, va="top", color=style.pop("color", _INK), **style
-            )
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
+    for x, top, s, style in texts:
+        color = style.pop("color", _INK)
+        fig.text(x / width, 1 - top / height, s, va="top", color=color, **style, **_TEXT)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
     rendered = np.asarray(canvas.buffer_rgba())[..., :3]
     panel = np.full((height, width, 3), 255, dtype=np.uint8)
     h, w = min(height, rendered.shape[0]), min(width, rendered.shape[1])
