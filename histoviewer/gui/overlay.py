@@ -111,12 +111,6 @@ def to_qimage(rgba: np.ndarray) -> QImage:
 # outer cell's.
 
 
-def cell_centres(tmap: TissueMap) -> tuple[np.ndarray, np.ndarray]:
-    """float64 level-0 centres of the map's cells: ``cols`` in x, ``rows`` in y."""
-    ex, ey = tmap.cell_edges()
-    return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2
-
-
 def _axis_weights(
     coords: np.ndarray, centres: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,13 +123,6 @@ def _axis_weights(
     where = np.interp(coords, centres, np.arange(n, dtype=np.float64))
     i0 = np.minimum(np.floor(where).astype(np.intp), n - 2)
     return i0, i0 + 1, (where - i0).astype(np.float32)
-
-
-def _cell_index(coords: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """The cell each coordinate lies in; -1 outside the grid."""
-    index = np.searchsorted(edges, coords, side="right") - 1
-    index[(coords < edges[0]) | (coords > edges[-1])] = -1
-    return np.minimum(index, len(edges) - 2)
 
 
 def heatmap_codes(tmap: TissueMap, index: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -153,14 +140,13 @@ def heatmap_codes(tmap: TissueMap, index: int, xs: np.ndarray, ys: np.ndarray) -
     stack = np.empty((2, *valid.shape), dtype=np.float32)  # p * w and w
     stack[0] = np.where(valid, prob, 0.0)
     stack[1] = valid
-    ex, ey = tmap.cell_edges()
-    cx, cy = cell_centres(tmap)
+    cx, cy = tmap.cell_centres()
     x0, x1, tx = _axis_weights(xs, cx)
     y0, y1, ty = _axis_weights(ys, cy)
     # Along x once for every row of cells: (2, rows, len(xs)).
     along = stack[:, :, x0] * (1.0 - tx)
     along += stack[:, :, x1] * tx
-    cols, rows = _cell_index(xs, ex), _cell_index(ys, ey)
+    cols, rows = tmap.cells_at(xs, ys)
     valid_x = valid[:, np.maximum(cols, 0)] & (cols >= 0)  # (rows, len(xs))
     out = np.empty((len(ys), len(xs)), dtype=np.uint16)
     for start in range(0, len(ys), _HEATMAP_CHUNK_ROWS):

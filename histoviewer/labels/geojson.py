@@ -201,8 +201,7 @@ def regions_from_geojson(
     area (points, lines) are left out. Raises LabelError when none has one."""
     from matplotlib.path import Path as MplPath  # a project dependency; only when used
 
-    ex, ey = layout.cell_edges()
-    cx, cy = np.meshgrid((ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2)
+    cx, cy = np.meshgrid(*layout.cell_centres())
     centres = np.column_stack([cx.ravel(), cy.ravel()])
     out: list[tuple[str, np.ndarray]] = []
     seen: dict[str, int] = {}

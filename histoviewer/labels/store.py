@@ -323,11 +323,8 @@ def labels_by_cell(
     items = list(labels)
     cx = np.array([lab.x + lab.size / 2 for lab in items])
     cy = np.array([lab.y + lab.size / 2 for lab in items])
-    ex, ey = layout.cell_edges()
-    inside = (cx >= ex[0]) & (cx < ex[-1]) & (cy >= ey[0]) & (cy < ey[-1])
-    cols = np.minimum(np.searchsorted(ex, cx, side="right") - 1, layout.cols - 1)
-    rows = np.minimum(np.searchsorted(ey, cy, side="right") - 1, layout.rows - 1)
-    for i in np.flatnonzero(inside).tolist():
+    cols, rows = layout.cells_at(cx, cy)
+    for i in np.flatnonzero((cols >= 0) & (rows >= 0)).tolist():
         out.setdefault((int(rows[i]), int(cols[i])), []).append(items[i])
     return out
 

@@ -19,7 +19,6 @@ overlay paints, what a click selects and what the GeoJSON export draws.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -94,19 +93,36 @@ class GridLayout:
         ex, ey = self.cell_edges()
         return np.outer(np.diff(ey), np.diff(ex))
 
+    def cell_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64 level-0 centres of the cells: ``cols`` in x, ``rows`` in y."""
+        ex, ey = self.cell_edges()
+        return (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2
+
+    def cells_at(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The column of the cells holding each level-0 ``xs`` and the row of those
+        holding each ``ys`` (intp), -1 outside the grid (or NaN): :meth:`patch_at` for
+        whole rows and columns of points (pixels of a picture laid over the slide)."""
+        ex, ey = self.cell_edges()
+        return _cell_index(np.asarray(xs, dtype=np.float64), ex), _cell_index(
+            np.asarray(ys, dtype=np.float64), ey
+        )
+
     def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
         """(row, col) of the cell holding level-0 point (x, y), or None outside the grid.
 
         Where patches overlap this is the patch whose centre is nearest.
         """
-        if not (math.isfinite(x) and math.isfinite(y)):
+        cols, rows = self.cells_at(np.array([x]), np.array([y]))
+        if cols[0] < 0 or rows[0] < 0:
             return None
-        ex, ey = self.cell_edges()
-        if not (ex[0] <= x < ex[-1] and ey[0] <= y < ey[-1]):
-            return None
-        col = int(np.searchsorted(ex, x, side="right")) - 1
-        row = int(np.searchsorted(ey, y, side="right")) - 1
-        return min(row, self.rows - 1), min(col, self.cols - 1)
+        return int(rows[0]), int(cols[0])
+
+
+def _cell_index(coords: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The cell (between ``edges``) holding each coordinate; -1 outside them or NaN."""
+    index = np.searchsorted(edges, coords, side="right") - 1
+    inside = (coords >= edges[0]) & (coords < edges[-1])
+    return np.where(inside, np.minimum(index, len(edges) - 2), -1).astype(np.intp)
 
 
 def _start(index: int, stride: int, patch: int, length: int) -> int:

@@ -155,7 +155,6 @@ def _write(
     # A zero row and column past the last cell: what pixels outside the grid read.
     planes = np.zeros((cells.shape[0], tmap.rows + 1, tmap.cols + 1), dtype=np.uint8)
     planes[:, :-1, :-1] = cells
-    edges_x, edges_y = tmap.cell_edges()
     record = provenance(tmap)
     metadata["MapAnnotation"].append(
         {
@@ -190,8 +189,9 @@ def _write(
     ):
         for level, (w, h) in enumerate(levels):
             scale = 2**level
-            rows = _cell_index(edges_y, _centres(height, h, scale), tmap.rows)
-            cols = _cell_index(edges_x, _centres(width, w, scale), tmap.cols)
+            cols, rows = tmap.cells_at(_centres(width, w, scale), _centres(height, h, scale))
+            # Outside the grid: the zero column and row past the last cell.
+            cols[cols < 0], rows[rows < 0] = tmap.cols, tmap.rows
             tif.write(
                 _encoded(_level_tiles(planes, rows, cols, TILE)),
                 shape=(h, w) if squeeze else (planes.shape[0], h, w),
@@ -213,13 +213,6 @@ def _centres(length: int, count: int, scale: int) -> np.ndarray:
     last one's part inside the slide)."""
     start = np.arange(count, dtype=np.float64) * scale
     return (start + np.minimum(start + scale, length)) / 2
-
-
-def _cell_index(edges: np.ndarray, centres: np.ndarray, count: int) -> np.ndarray:
-    """The cell holding each centre; ``count`` (the zero row/column) outside the grid."""
-    index = np.searchsorted(edges, centres, side="right") - 1
-    inside = (centres >= edges[0]) & (centres < edges[-1])
-    return np.where(inside, np.minimum(index, count - 1), count).astype(np.intp)
 
 
 def _runs(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

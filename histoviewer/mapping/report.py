@@ -637,15 +637,11 @@ def _overlay(tmap: TissueMap, thumb: np.ndarray | None, *, alpha: float) -> np.n
     want = max(4 * max(tmap.rows, tmap.cols), max(thumb.shape[:2]) if thumb is not None else 0)
     scale = min(max(want, 256), _OVERLAY_MAX) / max(W, H)
     w, h = max(1, round(W * scale)), max(1, round(H * scale))
-    ex, ey = tmap.cell_edges()
     xs = (np.arange(w) + 0.5) * (W / w)
     ys = (np.arange(h) + 0.5) * (H / h)
-    cols = np.searchsorted(ex, xs, side="right") - 1
-    rows = np.searchsorted(ey, ys, side="right") - 1
-    inside_x = (xs >= ex[0]) & (xs < ex[-1])
-    inside_y = (ys >= ey[0]) & (ys < ey[-1])
-    cols = np.clip(cols, 0, tmap.cols - 1)
-    rows = np.clip(rows, 0, tmap.rows - 1)
+    cols, rows = tmap.cells_at(xs, ys)
+    inside_x, inside_y = cols >= 0, rows >= 0
+    cols, rows = np.maximum(cols, 0), np.maximum(rows, 0)
     colors = map_image(tmap)
     shown = (tmap.state == CLASSIFIED).astype(np.uint8) * round(255 * alpha)
     out = np.empty((h, w, 4), dtype=np.uint8)

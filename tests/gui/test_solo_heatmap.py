@@ -14,7 +14,6 @@ from histoviewer.gui.overlay import (
     HEATMAP_MAX_SIDE,
     HEATMAP_MIN_ALPHA,
     MapOverlay,
-    cell_centres,
     colorize,
     heatmap_codes,
     heatmap_palette,
@@ -103,13 +102,13 @@ def test_the_heatmap_colormap_is_matplotlibs():
 
 
 def test_cell_centres_are_the_true_ones_at_the_edges():
-    cx, cy = cell_centres(edge_map())
+    cx, cy = edge_map().cell_centres()
     assert cx.tolist() == [50, 150, 230] and cy.tolist() == [50, 150]
 
 
 def test_the_heatmap_is_each_patchs_probability_at_its_cell_centre():
     tmap = edge_map()
-    cx, cy = cell_centres(tmap)
+    cx, cy = tmap.cell_centres()
     rgba = heatmap_rgba(tmap, 0, cx, cy)
     lut = heatmap_lut()
     for r, row in enumerate(P_A):
