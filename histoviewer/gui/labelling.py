@@ -56,6 +56,7 @@ from histoviewer.labels.store import (
     cell_box,
     labels_by_cell,
 )
+from histoviewer.mapping.quantities import patches_text
 from histoviewer.mapping.tissue_map import slide_identity
 from histoviewer.viewer_state import ViewerState
 
@@ -256,7 +257,7 @@ class LabelController(QObject):
         if index is None:
             changed = self.state.label_boxes(list(dict.fromkeys(present + wanted)), None)
             if changed:
-                self._tell(f"Label removed from {_patches(len(cells))}")
+                self._tell(f"Label removed from {patches_text(len(cells))}")
             return changed
         if not 0 <= index < len(tmap.class_names):
             return False
@@ -267,7 +268,7 @@ class LabelController(QObject):
         changes.update(dict.fromkeys(wanted, name))
         changed = self.state.apply_labels(changes, {name: color})
         if changed:
-            self._tell(f"{_patches(len(cells)).capitalize()} labelled {class_label(name)}")
+            self._tell(f"{patches_text(len(cells)).capitalize()} labelled {class_label(name)}")
         return changed
 
     def undo(self) -> bool:
@@ -531,7 +532,3 @@ class LabelController(QObject):
             return False
         self.state.notify(f"Exported {labelled_text(len(labels))} to {path}", 10000)
         return True
-
-
-def _patches(count: int) -> str:
-    return "1 patch" if count == 1 else f"{count:,} patches"

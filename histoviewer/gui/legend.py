@@ -51,6 +51,7 @@ from histoviewer.mapping.quantities import (
     LYMPHOCYTE_DEFINITION,
     TSR_DEFINITION,
     Quantities,
+    patches_text,
     percent,
     quantities,
 )
@@ -126,17 +127,13 @@ def share_text(share: float | None) -> str:
     return percent(share)
 
 
-def _patches(count: int) -> str:
-    return f"{count:,} patch" if count == 1 else f"{count:,} patches"
-
-
 def quantity_rows(q: Quantities) -> list[tuple[str, str, str]]:
     """(name, figure, rest) lines of the Map panel's quantities: tissue, tumour-stroma
     ratio, lymphocytes, and how much of the scope is not classified yet (if any); the
     figure is what the eye looks for ("38.2 %"), the rest says of what and on how many
     patches."""
     tsr, lym = q.tumour_stroma_ratio, q.lymphocyte_share
-    rows = [("Tissue", format_area(q.tissue_area_mm2), f"· {_patches(q.tissue_patches)}")]
+    rows = [("Tissue", format_area(q.tissue_area_mm2), f"· {patches_text(q.tissue_patches)}")]
     if tsr.value is None:
         rows.append(("Tumour-stroma ratio", "–", f"({tsr.note})"))
     else:
@@ -144,15 +141,15 @@ def quantity_rows(q: Quantities) -> list[tuple[str, str, str]]:
             (
                 "Tumour-stroma ratio",
                 percent(tsr.value),
-                f"stroma · {q.stroma_category} · {_patches(tsr.patches)}",
+                f"stroma · {q.stroma_category} · {patches_text(tsr.patches)}",
             )
         )
     if lym.value is None:
         rows.append(("Lymphocytes", "–", f"({lym.note})"))
     else:
-        rows.append(("Lymphocytes", percent(lym.value), f"of tissue · {_patches(lym.patches)}"))
+        rows.append(("Lymphocytes", percent(lym.value), f"of tissue · {patches_text(lym.patches)}"))
     if q.pending_patches:
-        rows.append(("Partial", _patches(q.pending_patches), "not classified yet"))
+        rows.append(("Partial", patches_text(q.pending_patches), "not classified yet"))
     return rows
 
 
@@ -680,7 +677,7 @@ class LegendPanel(QWidget):
             return
         q = quantities(self._map, self._region_mask)
         self._region_quantities = q
-        self.region_block.set_title(f"Selected region ({_patches(q.patches)})")
+        self.region_block.set_title(f"Selected region ({patches_text(q.patches)})")
         self.region_block.set_quantities(q)
         self.region_block.setVisible(True)
 

@@ -232,7 +232,7 @@ def quantity_lines(q: Quantities) -> list[str]:
     - "lymphocytes: 12.3 % of tissue (of 981 tissue patches)"
     """
     tsr, lym = q.tumour_stroma_ratio, q.lymphocyte_share
-    lines = [f"tissue: {format_area(q.tissue_area_mm2)} ({_patches(q.tissue_patches)})"]
+    lines = [f"tissue: {format_area(q.tissue_area_mm2)} ({patches_text(q.tissue_patches)})"]
     if tsr.value is None:
         lines.append(f"tumour-stroma ratio: not measurable ({tsr.note})")
     else:
@@ -243,15 +243,15 @@ def quantity_lines(q: Quantities) -> list[str]:
     if lym.value is None:
         lines.append(f"lymphocytes: not measurable ({lym.note})")
     else:
-        lines.append(
-            f"lymphocytes: {percent(lym.value)} of tissue (of {_patches(lym.patches, 'tissue ')})"
-        )
+        of = patches_text(lym.patches, "tissue ")
+        lines.append(f"lymphocytes: {percent(lym.value)} of tissue (of {of})")
     if q.pending_patches:
-        lines.append(f"partial: {_patches(q.pending_patches)} not classified yet")
+        lines.append(f"partial: {patches_text(q.pending_patches)} not classified yet")
     return lines
 
 
-def _patches(count: int, kind: str = "") -> str:
+def patches_text(count: int, kind: str = "") -> str:
+    """'1 patch', '1,273 tissue patches' (``kind`` "tissue ")."""
     return f"{count:,} {kind}{'patch' if count == 1 else 'patches'}"
 
 
@@ -264,6 +264,7 @@ __all__ = [
     "Quantities",
     "Ratio",
     "is_tissue_class",
+    "patches_text",
     "percent",
     "quantities",
     "quantity_lines",

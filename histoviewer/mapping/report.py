@@ -48,6 +48,7 @@ from histoviewer.mapping.quantities import (
     LYMPHOCYTE_DEFINITION,
     TSR_DEFINITION,
     Quantities,
+    patches_text,
     percent,
     quantities,
     quantity_lines,
@@ -133,10 +134,6 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _patches(count: int, kind: str = "") -> str:
-    return f"{count:,} {kind}{'patch' if count == 1 else 'patches'}"
-
-
 def _partial_text(tmap: TissueMap) -> str | None:
     """The partial-map warning, None for a finished map."""
     if tmap.pending_count:
@@ -192,7 +189,7 @@ def _lymphocyte_text(q: Quantities) -> str:
     lym = q.lymphocyte_share
     if lym.value is None:
         return f"not measurable ({lym.note})"
-    return f"{percent(lym.value)} of tissue (of {_patches(lym.patches, 'tissue ')})"
+    return f"{percent(lym.value)} of tissue (of {patches_text(lym.patches, 'tissue ')})"
 
 
 # --- the PDF ---------------------------------------------------------------------------
@@ -731,8 +728,9 @@ def _summary_tables(flow: _Flow, tmap: TissueMap, q: Quantities, region_count: i
 
     flow.heading("Quantities")
     key = 1.75
+    tissue = f"{format_area(q.tissue_area_mm2)} ({patches_text(q.tissue_patches)})"
     items = [
-        ("Tissue area", f"{format_area(q.tissue_area_mm2)} ({_patches(q.tissue_patches)})", None),
+        ("Tissue area", tissue, None),
         ("Tumour-stroma ratio", _ratio_text(q), TSR_DEFINITION),
         ("Lymphocyte share", _lymphocyte_text(q), LYMPHOCYTE_DEFINITION),
     ]
@@ -845,7 +843,7 @@ def _record_page(
         [
             (
                 "Grid",
-                f"{tmap.rows:,} x {tmap.cols:,} = {_patches(tmap.rows * tmap.cols)} of "
+                f"{tmap.rows:,} x {tmap.cols:,} = {patches_text(tmap.rows * tmap.cols)} of "
                 f"{tmap.patch_size} level-0 px",
             ),
             (
