@@ -78,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mapper.add_argument(
         "--model",
-        required=True,
         metavar="CKPT",
-        help="model file (.safetensors, model folder, recipe .pth.tar, last.pt)",
+        help="model file (.safetensors, model folder, recipe .pth.tar, last.pt); "
+        "default: the model shipped with HistoViewer",
     )
     mapper.add_argument("--out", required=True, metavar="DIR", help="folder for the exports")
     mapper.add_argument(
@@ -313,10 +313,10 @@ def run_map(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, device):
     from histoviewer.mapping.engine import choose_backend
-    from histoviewer.model import load_model
+    from histoviewer.model import default_model, load_model
 
     started = time.perf_counter()
-    classifier = load_model(args.model, device=device)
+    classifier = load_model(args.model or default_model(), device=device)
     log.info("loaded %r in %.1f s", classifier, time.perf_counter() - started)
     # A backend that cannot run here (onnxruntime on a GPU, in bf16, not installed) is
     # refused before the first slide is read.

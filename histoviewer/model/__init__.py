@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from histoviewer.lazy import lazy_exports
 
 _EXPORTS = {
+    "default_model": "histoviewer.model.shipped",
     "find_shipped_models": "histoviewer.model.shipped",
     "load_model": "histoviewer.model.checkpoint",
     "save_model": "histoviewer.model.checkpoint",
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     )
     from histoviewer.model.network import arch_from_keys, build_network
     from histoviewer.model.preprocessing import preprocess
-    from histoviewer.model.shipped import find_shipped_models
+    from histoviewer.model.shipped import default_model, find_shipped_models
     from histoviewer.model.summary import model_info_summary
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -58,6 +59,7 @@ __all__ = [
     "ModelInfo",
     "arch_from_keys",
     "build_network",
+    "default_model",
     "find_shipped_models",
     "load_model",
     "model_info_summary",

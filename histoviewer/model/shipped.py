@@ -18,3 +18,19 @@ def find_shipped_models() -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / MODEL_FILE).is_file())
+
+
+def default_model() -> Path:
+    """The model used when none is named: the first one shipped with the app.
+
+    Raises :class:`~histoviewer.errors.ModelError` with what to do when none ships.
+    """
+    from histoviewer.errors import ModelError
+
+    shipped = find_shipped_models()
+    if not shipped:
+        raise ModelError(
+            "no model given and none is shipped with this installation: "
+            "pass --model FILE (a model trained with 'histoviewer train')"
+        )
+    return shipped[0]

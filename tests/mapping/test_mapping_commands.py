@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -160,6 +161,39 @@ def test_map_with_a_bad_model_is_a_model_error(big_slide, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     args = parse(["map", str(big_slide), "--model", str(bad), "--out", str(tmp_path)])
     with pytest.raises(ModelError):
+        args.func(args)
+
+
+@pytest.fixture
+def shipped_resources(tmp_path, monkeypatch):
+    """An installation's resources folder, with no model under models/ yet."""
+    from histoviewer.resources import resource_path, resources_dir
+
+    folder = tmp_path / "resources"
+    (folder / "models").mkdir(parents=True)
+    shutil.copy(resource_path("classes.json"), folder / "classes.json")
+    monkeypatch.setenv("HISTOVIEWER_RESOURCES", str(folder))
+    resources_dir.cache_clear()  # found once per process
+    yield folder
+    monkeypatch.undo()
+    resources_dir.cache_clear()
+
+
+def test_map_without_a_model_uses_the_shipped_one(big_slide, tiny_model, shipped_resources):
+    shipped = shipped_resources / "models" / "kather2016-tiny"
+    shipped.mkdir()
+    shutil.copy(tiny_model, shipped / "model.safetensors")
+    out = shipped_resources.parent / "maps"
+    argv = ["map", str(big_slide), "--out", str(out), "--stride", "2400"]
+    args = parse([*argv, "--formats", "npz", "--no-skip-background", "--device", "cpu"])
+    assert args.func(args) == 0
+    tmap = TissueMap.load(out / f"{big_slide.stem}.npz")
+    assert tmap.model["name"] == "tiny"
+
+
+def test_map_without_a_model_and_none_shipped_says_to_pass_one(big_slide, shipped_resources):
+    args = parse(["map", str(big_slide), "--out", str(shipped_resources.parent / "maps")])
+    with pytest.raises(ModelError, match="none is shipped.*pass --model"):
         args.func(args)
 
 
