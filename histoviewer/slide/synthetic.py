@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import tifffile
 
@@ -162,6 +161,10 @@ def write_svs(
         raise ValueError(f"compression must be 'jpeg' or 'jpeg2000', not {compression!r}")
     path = Path(path)
     image, width, height = _image_or_size(image, width, height)
+    # Imported here: only these compressed writers need it (not the benchmark's strip
+    # TIFF, which runs on GPU machines that may lack imagecodecs).
+    import imagecodecs
+
     plan = _plan(width, height, max(tile, 512), 4, levels)
     source = _source(image, width, height, seed, 4)
     if compression == "jpeg":
