@@ -5,7 +5,7 @@
     histoviewer info SLIDE               format, levels, sizes, µm/px
     histoviewer map SLIDE... --out DIR   tissue maps and exports
     histoviewer train DATA --out DIR     fit a model on labelled tiles
-    histoviewer evaluate MODEL DATA      test metrics of a model
+    histoviewer evaluate DATA [--model M] test metrics of a model (default: the shipped one)
     histoviewer extract-tiles SLIDE... --model M --out DIR
                                          labelled patches -> a dataset to fine-tune on
     histoviewer benchmark                engine vs recipe-style baseline

@@ -17,11 +17,15 @@ replays identically after a resume.
   differences where rgb2hed loses information: stain amounts below zero are kept, not
   clipped, and a pixel value v is read as (255 v + 1) / 256 (exactly undone), so that
   black is finite; with scale 1 and shift 0 every image comes back unchanged.
+  :func:`shift_stains` is this transform with given factors; the robustness figures
+  (:mod:`histoviewer.training.robustness`) test models under fixed ones.
 - colour jitter: brightness, contrast and saturation factors U(1-c, 1+c); no hue
   rotation, which would give colours no H&E slide has.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -113,13 +117,10 @@ class Augmenter:
         s = self.stain
         alpha = 1 + s * (2 * _uniform(n * 3, generator, dev) - 1)
         beta = s * (2 * _uniform(n * 3, generator, dev) - 1)
-        # (x * 255 + 1) / 256 keeps log() finite on black pixels and is exactly undone below.
         hed_from_rgb, rgb_from_hed, _ = self._on(dev)
-        od = -torch.log((y * 255.0 + 1.0) / 256.0)
-        hed = torch.einsum("nchw,cd->ndhw", od, hed_from_rgb)
-        hed = hed * alpha.view(n, 3, 1, 1) + beta.view(n, 3, 1, 1)
-        od = torch.einsum("nchw,cd->ndhw", hed, rgb_from_hed)
-        return ((torch.exp(-od) * 256.0 - 1.0) / 255.0).clamp_(0.0, 1.0)
+        return shift_stains(
+            y, alpha.view(n, 3), beta.view(n, 3), matrices=(hed_from_rgb, rgb_from_hed)
+        )
 
     def _color(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, dev = y.shape[0], y.device
@@ -135,6 +136,39 @@ class Augmenter:
         gray = (y * luma).sum(1, keepdim=True)
         y = (y - gray) * factor() + gray
         return y.clamp_(0.0, 1.0)
+
+
+def shift_stains(
+    y: torch.Tensor,
+    scale: torch.Tensor | Sequence[float],
+    shift: torch.Tensor | Sequence[float],
+    *,
+    matrices: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Scale and shift the haematoxylin, eosin and DAB amounts of RGB images: the stain
+    jitter's transform (module docstring) with given, not drawn, factors.
+
+    ``y``: float NCHW in [0, 1]. ``scale`` and ``shift`` (optical density, natural log):
+    three values (H, E, DAB) for every image, or (N, 3), one row per image. Returns float
+    NCHW in [0, 1]; with scale 1 and shift 0 it is ``y`` again up to float rounding (exact
+    after rounding to uint8). ``matrices``: (hed_from_rgb, rgb_from_hed) already on
+    ``y``'s device, so that a caller transforming many batches copies them there once.
+    Shared by the training augmentation and the robustness figures
+    (:mod:`histoviewer.training.robustness`), so the stain shifts a model is tested under
+    are the ones it was trained with.
+    """
+    dev = y.device
+    if matrices is None:
+        matrices = (_HED_FROM_RGB.to(dev), _RGB_FROM_HED.to(dev))
+    hed_from_rgb, rgb_from_hed = matrices
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=dev).reshape(-1, 3, 1, 1)
+    shift = torch.as_tensor(shift, dtype=torch.float32, device=dev).reshape(-1, 3, 1, 1)
+    # (x * 255 + 1) / 256 keeps log() finite on black pixels and is exactly undone below.
+    od = -torch.log((y * 255.0 + 1.0) / 256.0)
+    hed = torch.einsum("nchw,cd->ndhw", od, hed_from_rgb)
+    hed = hed * scale + shift
+    od = torch.einsum("nchw,cd->ndhw", hed, rgb_from_hed)
+    return ((torch.exp(-od) * 256.0 - 1.0) / 255.0).clamp_(0.0, 1.0)
 
 
 def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -4,7 +4,9 @@
                       [--init-from MODEL]
                       [--epochs N] [--resume | --overwrite]
                       [--split-by tile|specimen [--folds K] [--fold I] [--no-final]] ...
-    histoviewer evaluate MODEL DATA [--split test|val|train|all | --split-by specimen] [--json]
+    histoviewer evaluate DATA [--model MODEL] [--split test|val|train|all | --split-by specimen]
+                         [--robustness] [--json]
+    histoviewer evaluate MODEL DATA ...      (the older form, still accepted)
 
 cli.py turns a HistoViewerError into one line on stderr. A first Ctrl-C during
 training stops at the next batch and leaves a resumable checkpoint.
@@ -170,10 +172,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score a model on labelled tiles",
         description="Accuracy, macro F1, per-class scores and the confusion matrix of a model "
-        "on one split of a dataset (rebuilt with the split settings it was trained with).",
+        "on one split of a dataset (rebuilt with the split settings it was trained with). "
+        "Without --model, the model shipped with HistoViewer. The older form "
+        "'evaluate MODEL DATA' still works.",
     )
-    evaluate.add_argument("model", help="model file (.safetensors, last.pt, .pth.tar)")
-    evaluate.add_argument("data", help="folder or .zip of tiles, one sub-folder per class")
+    evaluate.add_argument(
+        "data", metavar="DATA", help="folder or .zip of tiles, one sub-folder per class"
+    )
+    # The older form `evaluate MODEL DATA`: then the first positional is the model.
+    evaluate.add_argument("legacy_data", nargs="?", help=argparse.SUPPRESS)
+    evaluate.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="model file (.safetensors, last.pt, .pth.tar) or model folder (default: the "
+        "model shipped with HistoViewer)",
+    )
     evaluate.add_argument(
         "--split",
         choices=[*SPLITS, "all"],
@@ -181,6 +194,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the part of DATA to score, rebuilt as the model was trained (default: test)",
     )
     _add_specimen_options(evaluate)
+    evaluate.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also score the tiles rotated and flipped, JPEG-compressed at quality 60, "
+        "blurred (sigma 1 px) and with the stains of other labs, against the clean figure",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     evaluate.add_argument("--batch-size", type=int, default=128)
@@ -374,9 +393,27 @@ def _print_scale(result: FitResult) -> None:
         print(f"note: {note}")
 
 
+def _model_and_data(args: argparse.Namespace) -> tuple[str, str]:
+    """The model and the data `evaluate` was given: ``DATA [--model MODEL]``, the older
+    ``MODEL DATA``, or DATA alone for the model shipped with HistoViewer."""
+    if args.legacy_data is not None:
+        if args.model is not None:
+            raise HistoViewerError(
+                f"two models given ({args.data} and --model {args.model}): use "
+                "'evaluate DATA --model MODEL' or the older 'evaluate MODEL DATA'"
+            )
+        return args.data, args.legacy_data
+    if args.model is not None:
+        return args.model, args.data
+    from histoviewer.model import default_model
+
+    return str(default_model()), args.data
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from histoviewer.training.evaluation import evaluate_model, format_metrics
 
+    model, data = _model_and_data(args)
     by_specimen = args.split_by == "specimen"
     if by_specimen and args.split is not None:
         raise HistoViewerError(
@@ -385,30 +422,67 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.group_pattern is not None and not by_specimen:
         raise HistoViewerError("--group-pattern reads specimens: add --split-by specimen")
-    metrics = evaluate_model(
-        args.model,
-        args.data,
-        split=args.split or "test",
-        split_by=args.split_by or "tile",
-        group_pattern=args.group_pattern,
-        device=args.device,
-        batch_size=max(1, args.batch_size),
-        workers=args.workers,
-    )
+    robustness = getattr(args, "robustness", False)
+    # Scoring every condition takes 15 times as long as the clean figure: show how far.
+    bar = _CountBar(enabled=robustness and not getattr(args, "quiet", False))
+    try:
+        metrics = evaluate_model(
+            model,
+            data,
+            split=args.split or "test",
+            split_by=args.split_by or "tile",
+            group_pattern=args.group_pattern,
+            device=args.device,
+            batch_size=max(1, args.batch_size),
+            workers=args.workers,
+            robustness=robustness,
+            progress=bar if bar.enabled else None,
+        )
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         if metrics["specimens"] is not None:
             print(
-                f"{args.model} on the specimens of {metrics['data']} it never saw: "
+                f"{model} on the specimens of {metrics['data']} it never saw: "
                 f"{', '.join(metrics['specimens'])}"
             )
         else:
-            print(f"{args.model} on the {metrics['split']} split of {metrics['data']}")
+            print(f"{model} on the {metrics['split']} split of {metrics['data']}")
         print(format_metrics(metrics))
         if metrics["skipped"]:
             print(f"({len(metrics['skipped'])} unreadable file(s) skipped)")
+        if robustness:
+            from histoviewer.training.robustness import format_robustness
+
+            print()
+            print(format_robustness(metrics["robustness"]))
     return 0
+
+
+class _CountBar:
+    """A tqdm bar on stderr fed ``(done, total)`` images, created at the first report."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = count_bar(total, "scoring", "images", remaining=True)
+            if self.bar is None:  # no tqdm (optional)
+                self.enabled = False
+                return
+        self.bar.n = int(done)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _install_sigint(cancel: CancelToken):

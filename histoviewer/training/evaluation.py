@@ -19,7 +19,7 @@ from sklearn.metrics import (
 
 from histoviewer.device import autocast_dtype
 from histoviewer.errors import DatasetError, HistoViewerError
-from histoviewer.model import load_model
+from histoviewer.model import Classifier, load_model
 from histoviewer.tasks import CancelToken
 from histoviewer.training.config import TrainConfig
 from histoviewer.training.dataset import TileDataset, load_tiles
@@ -133,6 +133,7 @@ def evaluate_model(
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
+    robustness: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model file on one split ("train", "val", "test" or "all") of a dataset.
 
@@ -148,6 +149,11 @@ def evaluate_model(
     (default: the model's, else Kather 2016 and TCGA names). DatasetError when no
     specimen can be read; HistoViewerError when the model saw every specimen of ``data``
     (no unseen-specimen figure can come from it) or it is unknown which it saw.
+
+    ``robustness=True`` also scores the same tiles, decoded once, under each condition
+    of :mod:`histoviewer.training.robustness` (symmetries, JPEG, blur, stain shifts),
+    under the key ``robustness`` (:func:`~histoviewer.training.robustness.robustness_report`).
+    ``progress(done, total)`` counts images scored, over every pass.
 
     Returns :func:`classification_metrics` plus ``split``, ``model``, ``data``,
     ``device``, ``seconds``, ``images_per_s`` and, by specimen, ``specimens`` (those
@@ -195,19 +201,27 @@ def evaluate_model(
             checkpoint, info.training, info.metrics, dataset, parts, group_pattern, trained
         )
     y_true = np.asarray(mapping, dtype=np.int64)[dataset.labels[rows]]
-    dtype = autocast_dtype(classifier.device)
-    preds = []
-    start = time.perf_counter()
-    for lo in range(0, len(rows), batch_size):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        batch = torch.from_numpy(dataset.images[rows[lo : lo + batch_size]])
-        probs = classifier.probabilities(batch, autocast_dtype=dtype)
-        preds.append(probs.argmax(1).cpu().numpy())
+    passes = 1
+    if robustness:
+        from histoviewer.training.robustness import CONDITIONS
+
+        passes = len(CONDITIONS)  # the clean pass below is the first of them
+    n = len(rows)
+
+    def clean_progress(done: int, total: int) -> None:
         if progress is not None:
-            progress(min(len(rows), lo + batch_size), len(rows))
+            progress(done, passes * n)
+
+    start = time.perf_counter()
+    y_pred = predict(
+        classifier,
+        dataset.images,
+        rows,
+        batch_size=batch_size,
+        progress=clean_progress,
+        cancel=cancel,
+    )
     seconds = time.perf_counter() - start
-    y_pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     metrics = classification_metrics(y_true, y_pred, info.class_names)
     metrics.update(
         split=split if tested is None else "unseen specimens",
@@ -219,7 +233,56 @@ def evaluate_model(
         images_per_s=len(rows) / seconds if seconds > 0 else 0.0,
         skipped=[s.to_dict() for s in dataset.skipped],
     )
+    if robustness:
+        from histoviewer.training.robustness import robustness_report
+
+        def condition_progress(done: int, total: int) -> None:
+            if progress is not None:
+                progress(n + done, n + total)
+
+        metrics["robustness"] = robustness_report(
+            classifier,
+            dataset.images,
+            rows,
+            y_true,
+            clean_pred=y_pred,
+            batch_size=batch_size,
+            progress=condition_progress,
+            cancel=cancel,
+        )
     return metrics
+
+
+def predict(
+    classifier: Classifier,
+    images: np.ndarray,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 128,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """The predicted class (index into the model's classes) of ``images[rows]``, uint8
+    (N, H, W, 3), scored in batches of ``batch_size``.
+
+    ``transform`` changes each uint8 NHWC batch, already on the model's device, before
+    the model's usual preprocessing (the robustness conditions); ``progress(done,
+    total)`` is called after each batch, in images.
+    """
+    dtype = autocast_dtype(classifier.device)
+    preds = []
+    for lo in range(0, len(rows), batch_size):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        batch = torch.from_numpy(images[rows[lo : lo + batch_size]]).to(classifier.device)
+        if transform is not None:
+            batch = transform(batch)
+        probs = classifier.probabilities(batch, autocast_dtype=dtype)
+        preds.append(probs.argmax(1).cpu().numpy())
+        if progress is not None:
+            progress(min(len(rows), lo + batch_size), len(rows))
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
 def _unseen_rows(
