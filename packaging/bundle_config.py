@@ -27,9 +27,10 @@ DESCRIPTION = "Tissue-type maps of whole H&E histology slides"
 COMPANY = "HistoViewer developers"
 BUNDLE_ID = "org.histoviewer.HistoViewer"
 
-#: Files under resources/ that the app reads: class colours, SVG icons, style sheets and the
-#: shipped model folders. The rendered PNG/ICO/ICNS icons are for installers, not the app.
-RESOURCE_PATTERNS = ("*.json", "*.qss", "icons/*.svg", "models/*/*")
+#: Files under resources/ that the app reads: class colours, SVG icons, style sheets, the
+#: shipped model folders and the demo slide with its true classes (and its README, which
+#: carries the data's CC BY credit). The rendered PNG/ICO/ICNS icons are for installers.
+RESOURCE_PATTERNS = ("*.json", "*.qss", "icons/*.svg", "models/*/*", "demo/*")
 
 #: Modules the app never imports. triton (about 1 GB) is only for torch.compile on a GPU;
 #: torch finds it missing and carries on, as it does on Windows and macOS.

@@ -150,7 +150,7 @@ def test_bundle_data_entries_point_at_resource_files():
         path = Path(src)
         assert path.is_file(), src
         assert Path(dest) == Path("resources") / path.parent.relative_to(cfg.RESOURCES)
-        assert path.suffix in {".json", ".svg", ".qss", ".safetensors", ".md", ".txt"}, src
+        assert path.suffix in {".json", ".svg", ".qss", ".safetensors", ".md", ".txt", ".tif"}, src
 
 
 def test_resource_datas_take_model_folders_and_leave_other_files(tmp_path):

@@ -27,6 +27,7 @@ from histoviewer.gui.exporting import (
 )
 from histoviewer.gui.icons import icon
 from histoviewer.gui.probabilities import color_icon
+from histoviewer.slide.demo_slide import DEMO_MISSING, demo_slide_path
 from histoviewer.slide.magnification import PRESETS, format_magnification
 from histoviewer.viewer_state import LOADING_MODEL, MAPPING
 
@@ -42,6 +43,7 @@ class ViewerCommands(Protocol):
     state: Any  # the ViewerState: update_actions reads it
 
     def choose_slide(self) -> None: ...
+    def open_demo_slide(self) -> bool: ...
     def close_slide(self) -> None: ...
     def close(self) -> bool: ...
     def set_overlay_visible(self, visible: bool) -> None: ...
@@ -110,6 +112,17 @@ def build_actions(w: ViewerCommands) -> None:
         icon_name="open",
         tip="Open a whole-slide image",
     )
+    w.open_demo_action = a(
+        "Open &Demo Slide",
+        w.open_demo_slide,
+        icon_name="histoviewer",
+        tip="Open a small slide made of Kather 2016 test tiles, whose true classes are known: "
+        "once mapped, the Map panel gives the map's agreement with them",
+    )
+    if demo_slide_path() is None:
+        w.open_demo_action.setEnabled(False)
+        w.open_demo_action.setToolTip(DEMO_MISSING)
+        w.open_demo_action.setStatusTip(DEMO_MISSING)
     w.close_action = a(
         "&Close Slide", w.close_slide, shortcut=std.Close, icon_name="close", tip="Close the slide"
     )
@@ -346,6 +359,7 @@ def build_menus(w: ViewerCommands) -> None:
 
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(w.shortcuts_action)
+    help_menu.addAction(w.open_demo_action)
     help_menu.addSeparator()
     help_menu.addAction(w.about_action)
 

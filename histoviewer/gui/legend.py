@@ -6,6 +6,11 @@ its share of the tissue area (empty glass left out) and its area. Below the tabl
 map's quantities (:mod:`histoviewer.mapping.quantities`: tissue area, tumour-stroma
 ratio, lymphocyte share) and, while several patches are selected, the same for them.
 
+On a slide with true classes beside it (the demo slide,
+:mod:`histoviewer.slide.demo_slide`) a line under the totals gives the map's agreement
+with them (:mod:`histoviewer.mapping.agreement`), per class in its tooltip; it follows a
+map being made as the counts do.
+
 Two transient views are chosen here too (the window keeps them in the
 :class:`~histoviewer.viewer_state.ViewSettings`): clicking a class's name shows only
 that class (solo; again: all classes), and the "Show" box (or a row's right-click
@@ -16,6 +21,7 @@ bar is then shown. The same entries draw the legend burnt into exported view ima
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -47,6 +53,15 @@ from PySide6.QtWidgets import (
 )
 
 from histoviewer.classes import class_label, default_classes
+from histoviewer.errors import HistoViewerError
+from histoviewer.mapping.agreement import TITLE as AGREEMENT_TITLE
+from histoviewer.mapping.agreement import (
+    Agreement,
+    class_agreement_rows,
+    compare_with_truth,
+    model_agreement_text,
+)
+from histoviewer.mapping.agreement import agreement_text as format_agreement
 from histoviewer.mapping.quantities import (
     LYMPHOCYTE_DEFINITION,
     TSR_DEFINITION,
@@ -57,6 +72,7 @@ from histoviewer.mapping.quantities import (
 )
 from histoviewer.mapping.summary_text import ProgressCounts, format_area, map_totals_text
 from histoviewer.mapping.tissue_map import TissueMap
+from histoviewer.slide.demo_slide import DemoTruth
 
 Cell = tuple[int, int]
 
@@ -88,6 +104,11 @@ QUANTITY_TIPS = {
     "Lymphocytes": LYMPHOCYTE_TIP,
     "Partial": PARTIAL_TIP,
 }
+AGREEMENT_TIP = (
+    "The map against the true classes stored beside this slide: the share of the "
+    "patches decided so far whose class is the true one. Patches mapping skipped as "
+    "glass count as Empty; patches not classified yet are not compared."
+)
 SOLO_TIP = "Click: show only this class (again: all classes). Right-click: more."
 
 
@@ -403,6 +424,11 @@ class LegendPanel(QWidget):
             " border-radius: 3px; padding: 4px; }"
         )
         self.status.setVisible(False)
+        # The map against the slide's true classes (the demo slide), when it has them.
+        self.agreement_label = QLabel()
+        self.agreement_label.setWordWrap(True)
+        self.agreement_label.setTextFormat(Qt.TextFormat.RichText)
+        self.agreement_label.setVisible(False)
         self.quantities_block = QuantitiesBlock("Quantities")
         self.quantities_block.setVisible(False)
         self.region_block = QuantitiesBlock("Selected region")
@@ -424,6 +450,7 @@ class LegendPanel(QWidget):
         layout.addLayout(self._grid)
         layout.addWidget(self.summary)
         layout.addWidget(self.status)
+        layout.addWidget(self.agreement_label)
         layout.addWidget(self.quantities_block)
         layout.addWidget(self.region_block)
         layout.addStretch(1)
@@ -437,6 +464,9 @@ class LegendPanel(QWidget):
         self._region_quantities: Quantities | None = None
         self._solo: str | None = None
         self._heat: str | None = None
+        self._truth: DemoTruth | None = None
+        self._truth_problem = ""
+        self._agreement: Agreement | None = None
         self.set_classes([c.name for c in default_classes()], [c.color for c in default_classes()])
 
     # --- overlay controls ---------------------------------------------------------------
@@ -619,6 +649,7 @@ class LegendPanel(QWidget):
             self.set_status("")
             self._quantities = None
             self.quantities_block.setVisible(False)
+            self._update_agreement()
             return
         if tmap.class_names != self._names:
             self.set_classes(tmap.class_names, tmap.class_colors)
@@ -634,6 +665,7 @@ class LegendPanel(QWidget):
         self.quantities_block.setVisible(True)
         self._update_region()
         self._update_summary()
+        self._update_agreement()
 
     def map_quantities(self) -> Quantities | None:
         """The quantities of the whole map shown (None: no map)."""
@@ -681,6 +713,54 @@ class LegendPanel(QWidget):
         self.region_block.set_quantities(q)
         self.region_block.setVisible(True)
 
+    # --- agreement with the true classes ----------------------------------------------
+
+    def set_truth(self, truth: DemoTruth | None, problem: str = "") -> None:
+        """The true classes of the open slide (None: it has none), with which every map
+        shown is compared; ``problem``: why a truth file beside the slide is not used
+        (shown instead of the figure)."""
+        self._truth = truth
+        self._truth_problem = problem if truth is None else ""
+        self._update_agreement()
+
+    def agreement(self) -> Agreement | None:
+        """The map's agreement with the true classes as shown (None: not shown)."""
+        return self._agreement
+
+    def agreement_text(self) -> str:
+        """The agreement line as plain text ("" when hidden)."""
+        if self.agreement_label.isHidden():
+            return ""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.agreement_label.text())).replace(
+            "\xa0", " "
+        )
+
+    def _update_agreement(self) -> None:
+        self._agreement = None
+        label, tmap = self.agreement_label, self._map
+        if tmap is None or (self._truth is None and not self._truth_problem):
+            label.setVisible(False)
+            return
+        if self._truth is None:
+            label.setText(f"{AGREEMENT_TITLE}: – ({_nbsp(self._truth_problem)})")
+            label.setToolTip("")
+            label.setVisible(True)
+            return
+        try:
+            result = compare_with_truth(tmap, self._truth)
+        except HistoViewerError as exc:
+            label.setText(f"{AGREEMENT_TITLE}: – ({_nbsp(str(exc))})")
+            label.setToolTip("")
+            label.setVisible(True)
+            return
+        self._agreement = result
+        text = format_agreement(result)
+        head, _, rest = text.partition(": ")
+        figure, _, tail = rest.partition(" (")
+        label.setText(f"{head}: <b>{_nbsp(figure)}</b> {_nbsp('(' + tail)}")
+        label.setToolTip(_agreement_tip(result))
+        label.setVisible(True)
+
     def set_progress(self, progress: ProgressCounts | None) -> None:
         """The running job's latest report (a MapProgress: ``done``, ``total``,
         ``skipped``) for the live map shown; refreshes the summary. Ignored unless the
@@ -711,6 +791,24 @@ class LegendPanel(QWidget):
     def name_label(self, index: int) -> ClassNameLabel:
         """The name of class row ``index`` (a click on it toggles solo)."""
         return self._rows[index][2]  # type: ignore[return-value]
+
+
+def _agreement_tip(result: Agreement) -> str:
+    """The tooltip of the agreement line: what it measures, then a table of the
+    agreement of each true class (its recall)."""
+    rows = "".join(
+        f"<tr><td>{_nbsp(label)}</td><td align='right'>{_nbsp(figure)}</td>"
+        f"<td align='right'>{_nbsp(count)}</td></tr>"
+        for label, figure, count in class_agreement_rows(result)
+    )
+    pending = result.total - result.compared
+    note = f" {patches_text(pending)} not classified yet." if pending else ""
+    return (
+        f"<p>{AGREEMENT_TIP}</p><p>{model_agreement_text(result)}{note}</p>"
+        "<table cellspacing='4'>"
+        "<tr><th align='left'>True class</th><th>Agreement</th><th>Patches</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def draw_legend(painter: QPainter, x: float, y: float, entries: list[LegendEntry]) -> QRectF:

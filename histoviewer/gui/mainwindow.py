@@ -69,7 +69,14 @@ from histoviewer.mapping.cache import MapCache
 from histoviewer.mapping.summary_text import partial_map_text
 from histoviewer.mapping.tissue_map import TissueMap
 from histoviewer.model import find_shipped_models
+from histoviewer.model.describe import percent, recorded_test_accuracy
 from histoviewer.slide import SlideReader, file_dialog_filter, open_slide
+from histoviewer.slide.demo_slide import (
+    DEMO_MISSING,
+    KATHER_2016_CREDIT,
+    demo_slide_path,
+    truth_for_slide,
+)
 from histoviewer.slide.magnification import format_magnification
 from histoviewer.viewer_state import (
     LOADING_MODEL,
@@ -166,7 +173,12 @@ class MainWindow(QMainWindow):
         actions.build_toolbar(self)
         self.cancel_button.setDefaultAction(self.cancel_action)
         self.view.set_empty_actions(
-            [self.open_action, self.recent_menu.menuAction(), self.load_model_action]
+            [
+                self.open_action,
+                self.recent_menu.menuAction(),
+                self.open_demo_action,
+                self.load_model_action,
+            ]
         )
         self._show_view_settings(self.state.view_settings)
         self._restore_geometry()
@@ -421,6 +433,22 @@ class MainWindow(QMainWindow):
         config.add_recent_file(self.settings, str(Path(path).resolve()))
         return True
 
+    def open_demo_slide(self) -> bool:
+        """Help > Open Demo Slide: the slide of Kather 2016 test tiles shipped under
+        resources/demo; False and a dialog if it is missing or cannot be opened."""
+        path = demo_slide_path()
+        if path is None:
+            self.show_error("No demo slide", DEMO_MISSING)
+            return False
+        if not self.open_slide(path):
+            return False
+        self.state.notify(
+            "Demo slide: Analysis > Map Tissue maps it, and the Map panel compares the map "
+            "with its true classes.",
+            15000,
+        )
+        return True
+
     def close_slide(self) -> None:
         """Close the slide; a map being made stops, and its partial map is saved."""
         self.set_slide(None)
@@ -436,6 +464,7 @@ class MainWindow(QMainWindow):
 
     def _on_slide_changed(self, reader: SlideReader | None, old: SlideReader | None) -> None:
         self.view.set_slide(reader)
+        self._show_truth(reader)
         self.cursor_label.clear()
         self.view.viewport().setToolTip("")
         if reader is None:
@@ -453,6 +482,17 @@ class MainWindow(QMainWindow):
         self._show_zoom(self.view.zoom())
         self.update_actions()
         self.slide_changed.emit(reader)
+
+    def _show_truth(self, reader: SlideReader | None) -> None:
+        """A slide with true classes beside it (the demo slide): the Map panel compares
+        its maps with them; a truth file that cannot be used is said there, not in a
+        dialog, since the slide itself opened fine."""
+        path = reader.path if reader is not None else None
+        try:
+            self.legend.set_truth(truth_for_slide(path))
+        except HistoViewerError as exc:
+            log.warning("true classes not used: %s", exc)
+            self.legend.set_truth(None, problem=str(exc))
 
     def choose_slide_scale(self) -> None:
         """Analysis > Set Slide Scale: ask for the slide's µm/px and use it."""
@@ -571,7 +611,9 @@ class MainWindow(QMainWindow):
             label.setText("No model")
             label.setToolTip("Model > Load Model... loads one")
         else:
-            label.setText(f"Model: {model_name(clf, path)}")
+            accuracy = recorded_test_accuracy(clf.info)
+            tested = f" · {percent(accuracy)} on its test tiles" if accuracy is not None else ""
+            label.setText(f"Model: {model_name(clf, path)}{tested}")
             label.setToolTip(
                 f"{clf.info.arch}, {clf.num_classes} classes, on {clf.device}\n"
                 f"{path or 'not saved to a file'}\nfingerprint {clf.fingerprint[:16]}\n"
@@ -942,7 +984,11 @@ class MainWindow(QMainWindow):
         self.show_info(
             "About HistoViewer",
             f"HistoViewer {__version__}\n\nMaps eight tissue classes (Kather 2016) across "
-            f"H&E whole-slide images with a ResNet classifier.\n\n{research_use_text()}",
+            f"H&E whole-slide images with a ResNet classifier.\n\n"
+            "The tissue classes, the tiles HistoViewer's Kather models are trained on and "
+            "the demo slide's tiles (Help > Open Demo Slide: held-out test tiles) come from the "
+            f"Kather 2016 colorectal histology data, used under CC BY 4.0:\n"
+            f"{KATHER_2016_CREDIT}\n\n{research_use_text()}",
         )
 
     def show_shortcuts(self) -> ShortcutsDialog:

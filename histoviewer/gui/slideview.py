@@ -76,8 +76,9 @@ BLANK = QColor(255, 255, 255)  # the slide area before anything has loaded
 REGION_BAND_Z = 100
 #: What the view says while no slide is open ({shortcut}: the platform's Open keys).
 EMPTY_TEXT = "Open a slide with File > Open Slide ({shortcut}), or drop a slide file here."
-#: Widest the empty-view hint grows (px); narrower views wrap its text.
-EMPTY_HINT_WIDTH = 520
+#: Widest the empty-view hint grows (px); narrower views wrap its text. Room for the
+#: window's four buttons side by side (Open Slide, Open Recent, Open Demo Slide, Load Model).
+EMPTY_HINT_WIDTH = 600
 
 
 class _TileLayer(QGraphicsItem):

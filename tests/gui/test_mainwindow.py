@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -271,11 +272,14 @@ def test_model_loads_in_background_and_is_remembered(qtbot, make_window, tmp_pat
 def test_a_shipped_model_loads_when_none_was_used_before(qtbot, make_window, tmp_path, monkeypatch):
     classifier = tiny_classifier(seed=2)
     folder = tmp_path / "models" / "kather-resnet"
-    save_model(folder / "model.safetensors", classifier.network, classifier.info)
+    info = dataclasses.replace(classifier.info, metrics={"test_accuracy": 0.96375})
+    save_model(folder / "model.safetensors", classifier.network, info)
     monkeypatch.setattr("histoviewer.gui.mainwindow.find_shipped_models", lambda: [folder])
     window = make_window()
     qtbot.waitUntil(lambda: window.classifier is not None, timeout=MAP_TIMEOUT)
     assert window.classifier.fingerprint == classifier.fingerprint
+    # The status bar names it with its recorded test accuracy.
+    assert window.model_label.text() == "Model: kather-resnet · 96.3 % on its test tiles"
 
 
 @pytest.mark.parametrize(

@@ -193,7 +193,7 @@ def test_map_without_a_model_uses_the_shipped_one(big_slide, tiny_model, shipped
 
 def test_map_without_a_model_and_none_shipped_says_to_pass_one(big_slide, shipped_resources):
     args = parse(["map", str(big_slide), "--out", str(shipped_resources.parent / "maps")])
-    with pytest.raises(ModelError, match="none is shipped.*pass --model"):
+    with pytest.raises(ModelError, match=r"none is shipped.*pass --model"):
         args.func(args)
 
 
