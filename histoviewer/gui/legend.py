@@ -21,7 +21,6 @@ bar is then shown. The same entries draw the legend burnt into exported view ima
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -57,11 +56,11 @@ from histoviewer.errors import HistoViewerError
 from histoviewer.mapping.agreement import TITLE as AGREEMENT_TITLE
 from histoviewer.mapping.agreement import (
     Agreement,
+    agreement_parts,
     class_agreement_rows,
     compare_with_truth,
     model_agreement_text,
 )
-from histoviewer.mapping.agreement import agreement_text as format_agreement
 from histoviewer.mapping.quantities import (
     LYMPHOCYTE_DEFINITION,
     TSR_DEFINITION,
@@ -467,6 +466,7 @@ class LegendPanel(QWidget):
         self._truth: DemoTruth | None = None
         self._truth_problem = ""
         self._agreement: Agreement | None = None
+        self._agreement_plain = ""
         self.set_classes([c.name for c in default_classes()], [c.color for c in default_classes()])
 
     # --- overlay controls ---------------------------------------------------------------
@@ -729,36 +729,31 @@ class LegendPanel(QWidget):
 
     def agreement_text(self) -> str:
         """The agreement line as plain text ("" when hidden)."""
-        if self.agreement_label.isHidden():
-            return ""
-        return html.unescape(re.sub(r"<[^>]+>", "", self.agreement_label.text())).replace(
-            "\xa0", " "
-        )
+        return "" if self.agreement_label.isHidden() else self._agreement_plain
 
     def _update_agreement(self) -> None:
         self._agreement = None
-        label, tmap = self.agreement_label, self._map
+        tmap = self._map
         if tmap is None or (self._truth is None and not self._truth_problem):
-            label.setVisible(False)
+            self.agreement_label.setVisible(False)
             return
         if self._truth is None:
-            label.setText(f"{AGREEMENT_TITLE}: – ({_nbsp(self._truth_problem)})")
-            label.setToolTip("")
-            label.setVisible(True)
+            self._show_agreement("–", self._truth_problem)
             return
         try:
             result = compare_with_truth(tmap, self._truth)
         except HistoViewerError as exc:
-            label.setText(f"{AGREEMENT_TITLE}: – ({_nbsp(str(exc))})")
-            label.setToolTip("")
-            label.setVisible(True)
+            self._show_agreement("–", str(exc))
             return
         self._agreement = result
-        text = format_agreement(result)
-        head, _, rest = text.partition(": ")
-        figure, _, tail = rest.partition(" (")
-        label.setText(f"{head}: <b>{_nbsp(figure)}</b> {_nbsp('(' + tail)}")
-        label.setToolTip(_agreement_tip(result))
+        self._show_agreement(*agreement_parts(result), tip=_agreement_tip(result))
+
+    def _show_agreement(self, figure: str, rest: str, tip: str = "") -> None:
+        """'<title>: <b>figure</b> (rest)', as the quantities' lines are set."""
+        self._agreement_plain = f"{AGREEMENT_TITLE}: {figure} ({rest})"
+        label = self.agreement_label
+        label.setText(f"{AGREEMENT_TITLE}: <b>{_nbsp(figure)}</b> {_nbsp(f'({rest})')}")
+        label.setToolTip(tip)
         label.setVisible(True)
 
     def set_progress(self, progress: ProgressCounts | None) -> None:

@@ -127,11 +127,18 @@ def compare_with_truth(tmap: TissueMap, truth: DemoTruth) -> Agreement:
     )
 
 
+def agreement_parts(a: Agreement) -> tuple[str, str]:
+    """The figure and what it rests on: ('85.5 %', '511 of 598 patches'), or
+    ('–', 'no patch classified yet'); the Map panel sets the figure in bold."""
+    if not a.compared:
+        return "–", "no patch classified yet"
+    return percent(a.fraction), f"{a.agreed:,} of {patches_text(a.compared)}"
+
+
 def agreement_text(a: Agreement) -> str:
     """'Agreement with the true classes: 85.5 % (511 of 598 patches)'."""
-    if not a.compared:
-        return f"{TITLE}: – (no patch classified yet)"
-    return f"{TITLE}: {percent(a.fraction)} ({a.agreed:,} of {patches_text(a.compared)})"
+    figure, rest = agreement_parts(a)
+    return f"{TITLE}: {figure} ({rest})"
 
 
 def model_agreement_text(a: Agreement) -> str:
