@@ -52,6 +52,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's histoviewer, not installed on the GPU machine
+
+from histoviewer.fileio import atomic_write, atomic_write_text  # noqa: E402
+
 PIECE_BYTES = 15_900_000  # under the 16 MiB (16,777,216 bytes) a returned file may weigh
 SHIP_RULE_POINTS = 0.5  # the 150 px model ships when it is at most this far behind
 MODEL_NAME = "model.safetensors"
@@ -259,7 +263,6 @@ def choose_and_ship(summary: dict, work: Path, out: Path) -> None:
 
 def half_precision_model(source: Path, target: Path) -> bytes:
     """The trained model as float16 safetensors (half the download), metadata kept."""
-    sys.path.insert(0, str(REPO))
     from histoviewer.model import load_model, save_model
 
     classifier = load_model(source, device="cpu")
@@ -285,8 +288,7 @@ def write_runs(out: Path, work: Path, summary: dict) -> None:
     """Each run's report, card, figures and log in one small archive (no weights)."""
     keep = {"report.json", "MODEL_CARD.md", "curves.png", "confusion_matrix.png", "split.csv"}
     target = out / "runs.tar.gz"
-    partial = target.with_suffix(".partial")
-    with tarfile.open(partial, "w:gz") as archive:
+    with atomic_write(target) as fh, tarfile.open(fileobj=fh, mode="w:gz") as archive:
         for name in summary["runs"]:
             log = work / f"{name}.log"
             if log.is_file():
@@ -294,20 +296,16 @@ def write_runs(out: Path, work: Path, summary: dict) -> None:
             for file in sorted((work / name).glob("*")):
                 if file.name in keep:
                     archive.add(file, arcname=f"{name}/{file.name}")
-    partial.replace(target)
 
 
 def write_json(path: Path, data: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def assemble(folder: Path, dest: Path) -> int:
     """Join the pieces into DEST/model.safetensors (checked against summary.json's
     SHA-256) beside the shipped run's report, figures and model card (README.md), and
     unpack every run's report, card, figures and log under DEST/training/."""
-    sys.path.insert(0, str(REPO))
     from histoviewer.training.card import model_card
 
     summary = json.loads((folder / "summary.json").read_text())
